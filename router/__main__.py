@@ -1,0 +1,5 @@
+"""`python -m router` = `hybrid-router`."""
+
+from router.cli import main
+
+main()

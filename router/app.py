@@ -1,0 +1,111 @@
+"""Settings -> ASGI app. Builds the specialists, policy, cache, escalator and metrics once.
+
+Start-up failures (an invalid policy, a model file whose sha256 does not match its manifest)
+raise here and stop the process: they never become HTTP responses. Everything else that can go
+wrong while serving is a `GatewayError` rendered by the one handler below, or a last-resort 500
+that carries the request id and no internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from prometheus_client import CollectorRegistry
+from specialists import SpecialistSet
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .budget import BudgetTracker
+from .cache import build_cache
+from .errors import GatewayError, error_body, problem_body
+from .escalation import Escalator
+from .gateway import Gateway
+from .metrics import GatewayMetrics
+from .policy import load_policy
+from .routes import build_routes, request_id
+from .settings import Settings, read_secret_env
+
+__all__ = ["create_app", "build_gateway"]
+
+log = logging.getLogger("router.app")
+
+
+def build_gateway(settings: Settings, registry: CollectorRegistry | None = None) -> Gateway:
+    metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
+    specialists = SpecialistSet.load(settings.specialists_dir)
+    policy = load_policy(settings.policy_path, {n: specialists[n].classes for n in specialists})
+    metrics.set_policy_version(policy.version)
+    escalator = Escalator(
+        policy.policy.aliases,
+        settings.foundation,
+        read_secret_env,
+        lambda alias, outcome: metrics.foundation_calls.labels(alias, outcome).inc(),
+    )
+    if not escalator.any_configured():
+        log.warning("no foundation model configured: low-confidence answers are served degraded, "
+                    "open-ended requests get 503 (set ROUTER_FOUNDATION__MODEL or policy aliases)")
+    cache = build_cache(settings.redis, metrics.cache_event)
+    log.info("policy %s version %s; specialists: %s; cache: %s", policy.path, policy.version,
+             ", ".join(f"{n}@{specialists[n].version}" for n in specialists), cache.backend)
+    return Gateway(policy, specialists, cache, escalator, metrics, BudgetTracker(policy.policy.budgets),
+                   settings.cpu_usd_per_core_hour)
+
+
+def _render(request: Request, exc: GatewayError) -> Response:
+    headers = {"x-request-id": request_id(request), **exc.headers()}
+    if request.url.path.startswith("/v1/"):
+        return Response(orjson.dumps(error_body(exc)), status_code=exc.status, media_type="application/json",
+                        headers=headers)
+    return Response(orjson.dumps(problem_body(exc, request.url.path)), status_code=exc.status,
+                    media_type="application/problem+json", headers=headers)
+
+
+async def _on_gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return _render(request, exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    err = GatewayError(exc.detail or "error")
+    err.status = exc.status_code
+    err.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    err.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _render(request, err)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled %s on %s (request %s)", type(exc).__name__, request.url.path, request_id(request),
+              exc_info=exc)
+    return _render(request, GatewayError(f"internal error; request id {request_id(request)}"))
+
+
+def create_app(settings: Settings | None = None, registry: CollectorRegistry | None = None) -> Starlette:
+    settings = settings if settings is not None else Settings()
+    gw = build_gateway(settings, registry)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gw.escalator.start()
+        try:
+            yield
+        finally:
+            await gw.cache.close()
+
+    app = Starlette(
+        routes=build_routes(gw, settings.max_body_bytes, settings.max_batch),
+        exception_handlers={
+            GatewayError: _on_gateway_error,
+            HTTPException: _on_http_error,
+            Exception: _on_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+    app.state.settings = settings
+    return app

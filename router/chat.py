@@ -1,0 +1,244 @@
+"""OpenAI chat completions on top of the gateway: `model` selects a route or a foundation alias.
+
+- classification route: the last user message is classified; the content is the label;
+- chat route: a confident in-scope intent with a canned answer is answered from the policy;
+  anything else goes to the route's foundation alias with the whole conversation;
+- auto route: the request-type specialist picks the foundation tier;
+- foundation alias: straight through (non-streaming answers are cached).
+
+A chat request that needs the foundation model and cannot have it is a 503 (open-ended requests
+have no specialist answer to fall back on).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .cache import fingerprint
+from .decision import Answer, decide
+from .errors import GatewayError, ModelNotFoundError, ServiceUnavailableError, error_body
+from .gateway import Gateway, Outcome, normalize
+from .policy import AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy
+from .schemas import ChatRequest
+
+__all__ = ["ChatOutcome", "complete"]
+
+
+@dataclass(slots=True)
+class ChatOutcome:
+    route: str
+    path: str
+    reason: str
+    confidence: float | None
+    policy_version: str
+    cost_usd: float = 0.0
+    body: dict[str, Any] | None = None
+    stream: AsyncIterator[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def decision_headers(self) -> dict[str, str]:
+        return {
+            "x-router-route": self.route,
+            "x-router-path": self.path,
+            "x-router-reason": self.reason,
+            "x-router-confidence": "" if self.confidence is None else f"{self.confidence:.4f}",
+            "x-router-cost-usd": f"{self.cost_usd:.8f}",
+            "x-router-policy-version": self.policy_version,
+        }
+
+
+def _completion(model: str, content: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+async def _sse_from_text(model: str, content: str, include_usage: bool) -> AsyncIterator[bytes]:
+    """A locally answered completion as OpenAI stream chunks."""
+    cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+    created = int(time.time())
+    base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+    for delta, finish in (({"role": "assistant", "content": content}, None), ({}, "stop")):
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    if include_usage:
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+async def complete(gw: Gateway, req: ChatRequest) -> ChatOutcome:
+    policy = gw.policy
+    name = req.model
+    route = policy.route(name)
+    if route is None:
+        if name in gw.escalator.clients:
+            return await _foundation(gw, policy, req, route_name=name, alias=name, reason="passthrough",
+                                     confidence=None, cache_ttl_s=gw.escalator.clients[name].spec.cache_ttl_s)
+        known = sorted([*policy.policy.routes, *gw.escalator.clients])
+        raise ModelNotFoundError(f"unknown model {name!r}; known: {', '.join(known)}", param="model")
+    if isinstance(route, ClassifyRoute):
+        return await _classify(gw, req, name)
+    return await _gated(gw, policy, req, name, route)
+
+
+async def _classify(gw: Gateway, req: ChatRequest, name: str) -> ChatOutcome:
+    policy, (o,) = await gw.classify(name, [req.last_user_text()])
+    out = _from_outcome(o)
+    if req.stream:
+        out.stream = _sse_from_text(name, o.label, _include_usage(req))
+    else:
+        out.body = _completion(name, o.label)
+    return out
+
+
+def _from_outcome(o: Outcome) -> ChatOutcome:
+    return ChatOutcome(o.route, o.path, o.reason, o.confidence, o.policy_version, o.cost_usd)
+
+
+async def _gated(
+    gw: Gateway, policy: LoadedPolicy, req: ChatRequest, name: str, route: ChatRoute | AutoRoute
+) -> ChatOutcome:
+    t0 = time.perf_counter()
+    specialist = gw.specialists[route.specialist]
+    text = req.last_user_text()[: specialist.max_chars]
+    preds, unit_cost = await gw.run_specialist(name, specialist, [text])
+    pred = preds[0] if preds else None
+    if pred is None and route.on_specialist_error == "fail":
+        raise ServiceUnavailableError(f"specialist {specialist.name!r} failed", code="specialist_unavailable",
+                                      retry_after_s=5)
+    decision = decide(route, pred)
+    if isinstance(decision, Answer):
+        assert isinstance(route, ChatRoute) and pred is not None
+        content = route.answers[decision.label]
+        o = Outcome(name, decision.label, pred.confidence, "specialist", "confident", unit_cost,
+                    gw.avoided_cost(route.escalate_to, req.last_user_text()), (time.perf_counter() - t0) * 1e3,
+                    policy.version, specialist.version, pred.novelty)
+        gw.observe(o, time.perf_counter() - t0)
+        out = _from_outcome(o)
+        if req.stream:
+            out.stream = _sse_from_text(name, content, _include_usage(req))
+        else:
+            out.body = _completion(name, content)
+        return out
+    gw.metrics.escalations.labels(name, decision.reason).inc()
+    return await _foundation(gw, policy, req, route_name=name, alias=decision.alias, reason=decision.reason,
+                             confidence=None if pred is None else pred.confidence, cache_ttl_s=route.cache_ttl_s,
+                             extra_cost=unit_cost, t0=t0)
+
+
+def _include_usage(req: ChatRequest) -> bool:
+    return bool(req.stream_options and req.stream_options.get("include_usage"))
+
+
+async def _foundation(
+    gw: Gateway,
+    policy: LoadedPolicy,
+    req: ChatRequest,
+    *,
+    route_name: str,
+    alias: str | None,
+    reason: str,
+    confidence: float | None,
+    cache_ttl_s: int,
+    extra_cost: float = 0.0,
+    t0: float | None = None,
+) -> ChatOutcome:
+    start = time.perf_counter() if t0 is None else t0
+    blocked = gw.foundation_open(alias)
+    if blocked is not None:
+        raise ServiceUnavailableError(
+            "no foundation model is available for this request"
+            + (" (budget spent)" if blocked == "budget_spent" else ""),
+            code="budget_spent" if blocked == "budget_spent" else "foundation_unavailable",
+            retry_after_s=30,
+        )
+    assert alias is not None
+    messages = [m.model_dump(exclude_none=True) for m in req.messages]
+    params = req.passthrough_params()
+    if req.stream:
+        return await _foundation_stream(gw, policy, req, route_name, alias, reason, confidence, messages, params,
+                                        extra_cost, start)
+
+    key = fingerprint("chat", route_name, alias, policy.version,
+                      normalize(orjson.dumps([messages, params], option=orjson.OPT_SORT_KEYS).decode()))
+    raw = await gw.cache.get(key) if cache_ttl_s > 0 else None
+    if raw is not None:
+        stored = orjson.loads(raw)
+        o = Outcome(route_name, "", confidence or 0.0, "cache", "cache_hit", 0.0, stored["cost_usd"],
+                    0.0, policy.version, None, None, stored["alias"])
+        gw.observe(o, time.perf_counter() - start)
+        out = ChatOutcome(route_name, "cache", "cache_hit", confidence, policy.version, 0.0, body=stored["body"])
+        return out
+    tf = time.perf_counter()
+    try:
+        result = await gw.escalator.chat(alias, messages, params)
+    finally:
+        gw.metrics.stage_latency.labels("foundation").observe(time.perf_counter() - tf)
+    usage = result.usage
+    gw.budget.add(usage.cost_usd)
+    gw.metrics.foundation_tokens.labels(result.alias, "prompt").inc(usage.prompt_tokens)
+    gw.metrics.foundation_tokens.labels(result.alias, "completion").inc(usage.completion_tokens)
+    body = result.body
+    body["model"] = req.model
+    if cache_ttl_s > 0:
+        await gw.cache.set(key, orjson.dumps({"body": body, "cost_usd": usage.cost_usd, "alias": result.alias}),
+                           cache_ttl_s)
+    cost = usage.cost_usd + extra_cost
+    o = Outcome(route_name, "", confidence or 0.0, "foundation", reason, cost, 0.0, 0.0, policy.version, None,
+                None, result.alias)
+    gw.observe(o, time.perf_counter() - start)
+    return ChatOutcome(route_name, "foundation", reason, confidence, policy.version, cost, body=body)
+
+
+async def _foundation_stream(
+    gw: Gateway,
+    policy: LoadedPolicy,
+    req: ChatRequest,
+    route_name: str,
+    alias: str,
+    reason: str,
+    confidence: float | None,
+    messages: list[dict[str, Any]],
+    params: dict[str, Any],
+    extra_cost: float,
+    start: float,
+) -> ChatOutcome:
+    used, chunks, usage_of = await gw.escalator.stream(alias, messages, params)
+    include_usage = _include_usage(req)
+
+    async def sse() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                chunk["model"] = req.model
+                if chunk.get("usage") and not chunk.get("choices") and not include_usage:
+                    continue
+                if not include_usage:
+                    chunk.pop("usage", None)
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        except GatewayError as exc:  # the status is already sent: report in-band, then close
+            err = exc
+            yield b"data: " + orjson.dumps(error_body(err)) + b"\n\n"
+        finally:
+            usage = usage_of()
+            gw.budget.add(usage.cost_usd)
+            gw.metrics.foundation_tokens.labels(used, "prompt").inc(usage.prompt_tokens)
+            gw.metrics.foundation_tokens.labels(used, "completion").inc(usage.completion_tokens)
+            o = Outcome(route_name, "", confidence or 0.0, "foundation", reason, usage.cost_usd + extra_cost,
+                        0.0, 0.0, policy.version, None, None, used)
+            gw.observe(o, time.perf_counter() - start)
+        yield b"data: [DONE]\n\n"
+
+    return ChatOutcome(route_name, "foundation", reason, confidence, policy.version, extra_cost, stream=sse())

@@ -1,0 +1,91 @@
+"""The routing decision, pure: (route, specialist prediction) -> Answer | Escalate.
+
+No I/O and no clocks, so the server, `simulate` and `tune` share exactly this code. Reasons are
+a closed set (they become metric labels):
+
+- Answer:   ``confident``
+- Escalate: ``low_confidence``, ``escalate_label`` (e.g. out-of-scope), ``novel_input``,
+  ``no_canned_answer`` (chat route), ``specialist_error``, ``request_type`` (auto route tier),
+  ``passthrough`` (a foundation alias was named directly)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from specialists import Prediction
+
+from .policy import AutoRoute, ChatRoute, ClassifyRoute
+
+__all__ = ["Answer", "Escalate", "Decision", "decide", "REASONS"]
+
+EscalateReason = Literal[
+    "low_confidence",
+    "escalate_label",
+    "novel_input",
+    "no_canned_answer",
+    "specialist_error",
+    "request_type",
+    "passthrough",
+]
+
+REASONS: tuple[str, ...] = (
+    "confident",
+    "low_confidence",
+    "escalate_label",
+    "novel_input",
+    "no_canned_answer",
+    "specialist_error",
+    "request_type",
+    "passthrough",
+    # outcomes decided after escalation, by the gateway:
+    "cache_hit",
+    "foundation_unavailable",
+    "foundation_error",
+    "budget_spent",
+    "invalid_label",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    label: str
+    reason: Literal["confident"] = "confident"
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    reason: EscalateReason
+    alias: str | None
+    """The alias to call; None when the route has no foundation model."""
+
+
+Decision = Answer | Escalate
+
+
+def decide(route: ClassifyRoute | ChatRoute | AutoRoute, prediction: Prediction | None) -> Decision:
+    """Accept the specialist's answer, or escalate and say why.
+
+    `prediction` is None when the specialist failed (the gateway applies `on_specialist_error`).
+    For an auto route an `Escalate` is always returned: the specialist only picks the tier.
+    """
+    if isinstance(route, AutoRoute):
+        if prediction is None:
+            return Escalate("specialist_error", route.low_confidence_tier)
+        if prediction.confidence < route.min_confidence:
+            return Escalate("low_confidence", route.low_confidence_tier)
+        return Escalate("request_type", route.tiers.get(prediction.label, route.low_confidence_tier))
+
+    alias = route.escalate_to
+    if prediction is None:
+        return Escalate("specialist_error", alias)
+    if prediction.label in route.escalate_labels:
+        return Escalate("escalate_label", alias)
+    if prediction.confidence < route.min_confidence:
+        return Escalate("low_confidence", alias)
+    if prediction.novelty > route.max_novelty:
+        return Escalate("novel_input", alias)
+    if isinstance(route, ChatRoute) and prediction.label not in route.answers:
+        return Escalate("no_canned_answer", alias)
+    return Answer(prediction.label)

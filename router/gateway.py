@@ -1,0 +1,274 @@
+"""One classification request: cache -> specialist -> decide -> answer or escalate -> store -> observe.
+
+`Gateway` holds the collaborators built at start-up (specialists, cache, escalator, metrics,
+budget) and the current policy. A request reads `self.policy` once, so a policy swap is atomic:
+requests in flight finish on the policy they started with. The chat API (`chat.py`) builds on
+`run_specialist` and `escalate_label` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from specialists import InferenceError, Prediction, Specialist, SpecialistSet
+from starlette.concurrency import run_in_threadpool
+
+from .budget import BudgetTracker
+from .cache import ResponseCache, fingerprint
+from .decision import Answer, Escalate, decide
+from .errors import GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
+from .escalation import Escalator, InvalidLabelError
+from .metrics import GatewayMetrics
+from .policy import AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy
+
+__all__ = ["Gateway", "Outcome", "normalize"]
+
+log = logging.getLogger("router.gateway")
+
+# Batches up to this size run on the event loop: one text takes ~20-30 µs, less than a hop to
+# the thread pool costs. Larger batches go to a worker thread so the loop stays responsive.
+_INLINE_BATCH = 8
+# Rough size of the built-in classification prompt, for estimating avoided foundation cost.
+_PROMPT_OVERHEAD_TOKENS = 40
+_LABEL_TOKENS = 4
+
+
+def normalize(text: str) -> str:
+    """Canonical form for cache keys: NFC, whitespace runs collapsed, ends stripped."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+@dataclass(slots=True)
+class Outcome:
+    route: str
+    label: str
+    confidence: float
+    path: str
+    reason: str
+    cost_usd: float
+    cost_avoided_usd: float
+    latency_ms: float
+    policy_version: str
+    specialist_version: str | None
+    novelty: float | None
+    foundation_alias: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "route": self.route,
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "path": self.path,
+            "reason": self.reason,
+            "cost_usd": self.cost_usd,
+            "cost_avoided_usd": self.cost_avoided_usd,
+            "latency_ms": round(self.latency_ms, 3),
+            "policy_version": self.policy_version,
+            "specialist_version": self.specialist_version,
+            "novelty": None if self.novelty is None else round(self.novelty, 4),
+            "foundation_alias": self.foundation_alias,
+        }
+
+
+class Gateway:
+    def __init__(
+        self,
+        policy: LoadedPolicy,
+        specialists: SpecialistSet,
+        cache: ResponseCache,
+        escalator: Escalator,
+        metrics: GatewayMetrics,
+        budget: BudgetTracker,
+        cpu_usd_per_core_hour: float,
+    ) -> None:
+        self.policy = policy
+        self.specialists = specialists
+        self.cache = cache
+        self.escalator = escalator
+        self.metrics = metrics
+        self.budget = budget
+        self._cpu_usd_per_s = cpu_usd_per_core_hour / 3600.0
+
+    # ---- shared steps -------------------------------------------------------------------------
+    async def run_specialist(
+        self, route_name: str, specialist: Specialist, texts: Sequence[str]
+    ) -> tuple[list[Prediction] | None, float]:
+        """Predict a batch; returns (predictions or None on failure, specialist cost per text)."""
+        t0 = time.perf_counter()
+        c0 = time.thread_time()
+        try:
+            if len(texts) <= _INLINE_BATCH:
+                preds = specialist.predict(texts)
+                cpu = time.thread_time() - c0
+            else:
+                preds, cpu = await run_in_threadpool(_predict_timed, specialist, texts)
+        except InferenceError:
+            log.warning("specialist %s failed on route %s", specialist.name, route_name)
+            self.metrics.specialist_errors.labels(route_name).inc()
+            return None, 0.0
+        self.metrics.stage_latency.labels("specialist").observe(time.perf_counter() - t0)
+        conf = self.metrics.confidence.labels(route_name)
+        nov = self.metrics.novelty.labels(route_name)
+        for p in preds:
+            conf.observe(p.confidence)
+            nov.observe(p.novelty)
+        return preds, cpu * self._cpu_usd_per_s / max(1, len(texts))
+
+    def foundation_open(self, alias: str | None) -> str | None:
+        """None if `alias` can be called now, else the degradation reason."""
+        if alias is None or not self.escalator.available(alias):
+            return "foundation_unavailable"
+        if self.budget.exhausted():
+            return "budget_spent"
+        return None
+
+    def avoided_cost(self, alias: str | None, text: str) -> float:
+        tokens = _PROMPT_OVERHEAD_TOKENS + len(text) // 4
+        return self.escalator.estimate_cost(alias, tokens, _LABEL_TOKENS)
+
+    def observe(self, o: Outcome, seconds: float) -> None:
+        m = self.metrics
+        m.requests.labels(o.route, o.path, o.reason).inc()
+        m.latency.labels(o.path).observe(seconds)
+        if o.cost_usd:
+            m.cost.labels(o.path, o.foundation_alias or "none").inc(o.cost_usd)
+        if o.cost_avoided_usd:
+            m.cost_avoided.labels(o.route, o.path).inc(o.cost_avoided_usd)
+
+    # ---- classification ----------------------------------------------------------------------
+    def classify_route(self, policy: LoadedPolicy, name: str) -> ClassifyRoute:
+        route = policy.route(name)
+        if route is None:
+            raise ModelNotFoundError(
+                f"unknown task {name!r}; known: {', '.join(sorted(policy.policy.routes))}", param="task"
+            )
+        if not isinstance(route, ClassifyRoute):
+            raise InvalidRequestError(
+                f"route {name!r} is a {route.kind} route; send it to /v1/chat/completions", param="task"
+            )
+        return route
+
+    async def classify(self, route_name: str, texts: Sequence[str]) -> tuple[LoadedPolicy, list[Outcome]]:
+        t0 = time.perf_counter()
+        policy = self.policy
+        route = self.classify_route(policy, route_name)
+        specialist = self.specialists[route.specialist]
+        texts = [t[: specialist.max_chars] for t in texts]
+        keys = [
+            fingerprint("classify", route_name, normalize(t), specialist.version, policy.version,
+                        route.escalate_to or "")
+            for t in texts
+        ]
+        outcomes: list[Outcome | None] = [None] * len(texts)
+
+        tc = time.perf_counter()
+        cached = await asyncio.gather(*(self.cache.get(k) for k in keys)) if len(keys) > 1 else [
+            await self.cache.get(keys[0])]
+        self.metrics.stage_latency.labels("cache").observe(time.perf_counter() - tc)
+        misses = []
+        for i, raw in enumerate(cached):
+            if raw is None:
+                misses.append(i)
+                continue
+            stored = orjson.loads(raw)
+            outcomes[i] = Outcome(
+                route_name, stored["label"], stored["confidence"], "cache", "cache_hit", 0.0,
+                stored.get("cost_usd", 0.0), 0.0, policy.version, specialist.version, None,
+                stored.get("foundation_alias"),
+            )
+
+        if misses:
+            preds, unit_cost = await self.run_specialist(route_name, specialist, [texts[i] for i in misses])
+            if preds is None and route.on_specialist_error == "fail":
+                raise ServiceUnavailableError(f"specialist {specialist.name!r} failed", code="specialist_unavailable",
+                                              retry_after_s=5)
+            slots: list[int] = []
+            jobs = []
+            for j, i in enumerate(misses):
+                pred = preds[j] if preds is not None else None
+                decision = decide(route, pred)
+                if isinstance(decision, Answer):
+                    assert pred is not None
+                    outcomes[i] = Outcome(
+                        route_name, decision.label, pred.confidence, "specialist", "confident", unit_cost,
+                        self.avoided_cost(route.escalate_to, texts[i]), 0.0, policy.version,
+                        specialist.version, pred.novelty,
+                    )
+                else:
+                    slots.append(i)
+                    jobs.append(self._escalate(policy, route_name, route, specialist, texts[i], keys[i], pred,
+                                               unit_cost, decision))
+            for i, result in zip(slots, await asyncio.gather(*jobs), strict=True):
+                outcomes[i] = result
+
+        elapsed = time.perf_counter() - t0
+        done: list[Outcome] = []
+        for o in outcomes:
+            assert o is not None
+            o.latency_ms = elapsed * 1000.0
+            self.observe(o, elapsed)
+            done.append(o)
+        return policy, done
+
+    async def _escalate(
+        self,
+        policy: LoadedPolicy,
+        route_name: str,
+        route: ClassifyRoute,
+        specialist: Specialist,
+        text: str,
+        key: str,
+        pred: Prediction | None,
+        unit_cost: float,
+        decision: Escalate,
+    ) -> Outcome:
+        self.metrics.escalations.labels(route_name, decision.reason).inc()
+        blocked = self.foundation_open(decision.alias)
+        label_result = None
+        if blocked is None:
+            assert decision.alias is not None
+            tf = time.perf_counter()
+            try:
+                label_result = await self.escalator.classify(decision.alias, specialist.classes, text, route.prompt)
+            except InvalidLabelError:
+                blocked = "invalid_label"
+            except GatewayError:
+                blocked = "foundation_error"
+            finally:
+                self.metrics.stage_latency.labels("foundation").observe(time.perf_counter() - tf)
+        if label_result is not None:
+            usage = label_result.usage
+            self.budget.add(usage.cost_usd)
+            self.metrics.foundation_tokens.labels(label_result.alias, "prompt").inc(usage.prompt_tokens)
+            self.metrics.foundation_tokens.labels(label_result.alias, "completion").inc(usage.completion_tokens)
+            confidence = 1.0 if pred is None else float(pred.probabilities.get(label_result.label, 0.0))
+            if route.cache_ttl_s > 0:
+                await self.cache.set(key, orjson.dumps({
+                    "label": label_result.label, "confidence": confidence, "cost_usd": usage.cost_usd,
+                    "foundation_alias": label_result.alias,
+                }), route.cache_ttl_s)
+            return Outcome(
+                route_name, label_result.label, confidence, "foundation", decision.reason,
+                usage.cost_usd + unit_cost, 0.0, 0.0, policy.version, specialist.version,
+                None if pred is None else pred.novelty, label_result.alias,
+            )
+        if pred is None:
+            raise ServiceUnavailableError(
+                f"specialist {specialist.name!r} failed and no foundation model could answer", retry_after_s=5
+            )
+        return Outcome(
+            route_name, pred.label, pred.confidence, "degraded", blocked or "foundation_error", unit_cost, 0.0,
+            0.0, policy.version, specialist.version, pred.novelty,
+        )
+
+
+def _predict_timed(specialist: Specialist, texts: Sequence[str]) -> tuple[list[Prediction], float]:
+    c0 = time.thread_time()
+    preds = specialist.predict(texts)
+    return preds, time.thread_time() - c0

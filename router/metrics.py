@@ -1,0 +1,84 @@
+"""Prometheus metrics of the gateway: the only prometheus_client importer.
+
+`GatewayMetrics(registry)` builds every metric once per app against an injected registry (tests
+pass a fresh `CollectorRegistry`). Label values come only from closed sets: route and alias names
+from the loaded policy, paths, reasons (`decision.REASONS`), stages, outcomes and token kinds
+listed here. Never prompts, user ids or free model strings. The full set is documented in
+`docs/metrics.md`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["GatewayMetrics", "CONTENT_TYPE_LATEST", "PATHS", "STAGES"]
+
+PATHS = ("specialist", "foundation", "cache", "degraded")
+STAGES = ("cache", "specialist", "foundation")
+# 50 µs .. 60 s, roughly x2.5 per step: fine enough for the specialist path, long enough for LLMs.
+LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+PROBABILITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
+
+_P = "hybrid_router_"
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            _P + "requests", "Answered requests (one per input) by route, path taken and reason.",
+            ["route", "path", "reason"], registry=registry)
+        self.latency = Histogram(
+            _P + "request_duration_seconds", "Time to answer one request, by path taken.",
+            ["path"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.stage_latency = Histogram(
+            _P + "stage_duration_seconds", "Time spent in one stage of a request.",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.cost = Counter(
+            _P + "cost_usd", "Money spent answering, by path and foundation alias ('none' off the foundation path).",
+            ["path", "alias"], registry=registry)
+        self.cost_avoided = Counter(
+            _P + "cost_avoided_usd",
+            "Estimated foundation cost avoided by answering from a specialist or the cache.",
+            ["route", "path"], registry=registry)
+        self.escalations = Counter(
+            _P + "escalations", "Requests escalated to a foundation model, by route and reason.",
+            ["route", "reason"], registry=registry)
+        self.foundation_calls = Counter(
+            _P + "foundation_calls",
+            "Foundation model calls by alias and outcome (ok, timeout, rate_limited, error, "
+            "invalid_label, breaker_open, queue_full).",
+            ["alias", "outcome"], registry=registry)
+        self.foundation_tokens = Counter(
+            _P + "foundation_tokens", "Foundation tokens by alias and kind (prompt, completion).",
+            ["alias", "kind"], registry=registry)
+        self.cache_events = Counter(
+            _P + "cache_events", "Cache lookups and stores: hit, miss, store, error, skipped (breaker open).",
+            ["event"], registry=registry)
+        self.confidence = Histogram(
+            _P + "specialist_confidence", "Calibrated confidence of specialist predictions.",
+            ["route"], buckets=PROBABILITY_BUCKETS, registry=registry)
+        self.novelty = Histogram(
+            _P + "specialist_novelty", "Share of an input's words unseen in the specialist's training.",
+            ["route"], buckets=PROBABILITY_BUCKETS, registry=registry)
+        self.specialist_errors = Counter(
+            _P + "specialist_errors", "Specialist inference failures by route.", ["route"], registry=registry)
+        self.policy_info = Gauge(
+            _P + "policy_info", "1 for the policy version being served.", ["version"], registry=registry)
+        self.policy_reloads = Counter(
+            _P + "policy_reloads", "Policy reload attempts by result (ok, invalid).", ["result"],
+            registry=registry)
+
+    def set_policy_version(self, version: str) -> None:
+        self.policy_info.clear()
+        self.policy_info.labels(version).set(1)
+
+    def cache_event(self, event: str) -> None:
+        self.cache_events.labels(event).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,263 @@
+"""Routing policies: YAML file -> validated, immutable `Policy` with a content-hash version.
+
+A policy names foundation *aliases* (litellm model strings plus limits) and *routes* (what the
+`model` / `task` of a request selects: a classification route, a chat route gated by an intent
+specialist, or the `auto` route that picks a foundation tier by request type). Validation is
+strict: unknown keys, wrong types, thresholds outside [0, 1], unknown specialists, labels or
+aliases are `PolicyConfigError`s naming file, line and key. The schema is documented in
+`policies/README.md`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+__all__ = [
+    "AliasSpec",
+    "AutoRoute",
+    "Budgets",
+    "ChatRoute",
+    "ClassifyRoute",
+    "LoadedPolicy",
+    "Policy",
+    "PolicyConfigError",
+    "Route",
+    "load_policy",
+    "parse_policy",
+]
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AliasSpec(_Strict):
+    """One foundation model the gateway may call, with its limits."""
+
+    model: str | None = None
+    """litellm model string; omitted = the model configured by environment (ROUTER_FOUNDATION__*)."""
+    api_base: str | None = None
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the key (never the key itself)."""
+    price_as: str | None = None
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    max_retries: int = Field(1, ge=0, le=5)
+    max_concurrency: int = Field(16, ge=1)
+    max_queue: int = Field(64, ge=0)
+    fallbacks: tuple[str, ...] = ()
+    structured_output: Literal["auto", "json_schema", "prompt"] = "auto"
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset_s: float = Field(30.0, gt=0)
+    max_tokens: int | None = Field(None, ge=1)
+    """Cap on completion tokens for label escalations (chat requests pass their own)."""
+    cache_ttl_s: int = Field(3600, ge=0)
+    """TTL of cached answers when this alias is named directly as `model`."""
+
+
+class _SpecialistGate(_Strict):
+    specialist: str
+    min_confidence: Probability = 0.8
+    """Accept the specialist's answer only at or above this calibrated confidence."""
+    max_novelty: Probability = 1.0
+    """Escalate when more than this share of the input's words were never seen in training."""
+    escalate_labels: tuple[str, ...] = ()
+    """Labels that always escalate (e.g. the out-of-scope label)."""
+    cache_ttl_s: int = Field(3600, ge=0)
+    on_specialist_error: Literal["escalate", "fail"] = "escalate"
+
+
+class ClassifyRoute(_SpecialistGate):
+    kind: Literal["classify"] = "classify"
+    escalate_to: str | None = None
+    prompt: str | None = None
+    """Escalation prompt; `{labels}` and `{input}` are substituted. None = the built-in prompt."""
+
+
+class ChatRoute(_SpecialistGate):
+    kind: Literal["chat"]
+    escalate_to: str
+    answers: Mapping[str, str] = Field(default_factory=dict)
+    """Canned answer per intent; a confident intent without an answer escalates too."""
+
+
+class AutoRoute(_Strict):
+    kind: Literal["auto"]
+    specialist: str
+    min_confidence: Probability = 0.5
+    tiers: Mapping[str, str]
+    """Request category -> alias."""
+    low_confidence_tier: str
+    cache_ttl_s: int = Field(3600, ge=0)
+    on_specialist_error: Literal["escalate", "fail"] = "escalate"
+
+
+Route = Annotated[ClassifyRoute | ChatRoute | AutoRoute, Field(discriminator="kind")]
+
+
+class Budgets(_Strict):
+    usd_per_hour: float | None = Field(None, ge=0)
+    usd_per_day: float | None = Field(None, ge=0)
+    when_spent: Literal["degrade"] = "degrade"
+    """Classification requests get the specialist's answer flagged degraded; open-ended ones 503."""
+
+
+class Shadow(_Strict):
+    sample_rate: Probability = 0.0
+
+
+class Policy(_Strict):
+    version: Literal[1]
+    """Schema version of this file format."""
+    description: str | None = None
+    aliases: Mapping[str, AliasSpec] = Field(default_factory=dict)
+    routes: Mapping[str, Route]
+    budgets: Budgets = Budgets()
+    shadow: Shadow = Shadow()
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> Policy:
+        for name, alias in self.aliases.items():
+            for fb in alias.fallbacks:
+                if fb not in self.aliases:
+                    raise ValueError(f"aliases.{name}.fallbacks: unknown alias {fb!r}")
+        for name in self.routes:
+            if name in self.aliases:
+                raise ValueError(f"routes.{name}: the name is also an alias; model names must be unique")
+        for name, route in self.routes.items():
+            targets: list[tuple[str, str]] = []
+            if isinstance(route, AutoRoute):
+                targets += [(f"tiers.{k}", v) for k, v in route.tiers.items()]
+                targets.append(("low_confidence_tier", route.low_confidence_tier))
+            elif route.escalate_to is not None:
+                targets.append(("escalate_to", route.escalate_to))
+            for key, alias_name in targets:
+                if alias_name not in self.aliases:
+                    raise ValueError(f"routes.{name}.{key}: unknown alias {alias_name!r}")
+        return self
+
+
+class PolicyConfigError(Exception):
+    """The policy file is invalid; `issues` lists `file:line: key: problem` lines."""
+
+    def __init__(self, path: str, issues: list[str]) -> None:
+        self.path = path
+        self.issues = issues
+        super().__init__(f"invalid policy {path}:\n  " + "\n  ".join(issues))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPolicy:
+    policy: Policy
+    version: str
+    """Content hash of the file (first 12 hex of sha256): in every response, metric and cache key."""
+    path: str
+
+    def route(self, name: str) -> ClassifyRoute | ChatRoute | AutoRoute | None:
+        return self.policy.routes.get(name)
+
+
+def _line_of(doc: Any, loc: Iterable[Any]) -> int | None:
+    line: int | None = None
+    node = doc
+    for part in loc:
+        try:
+            if hasattr(node, "lc") and isinstance(node, dict) and part in node:
+                line = node.lc.key(part)[0] + 1
+                node = node[part]
+            elif hasattr(node, "lc") and isinstance(node, list) and isinstance(part, int):
+                line = node.lc.item(part)[0] + 1
+                node = node[part]
+            else:
+                break
+        except (KeyError, IndexError, TypeError, AttributeError):
+            break
+    return line
+
+
+def parse_policy(
+    text: str,
+    path: str = "<policy>",
+    specialist_classes: Mapping[str, tuple[str, ...]] | None = None,
+) -> LoadedPolicy:
+    """Validate policy text. With `specialist_classes`, also check specialists and labels exist."""
+    try:
+        doc = YAML(typ="rt").load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        raise PolicyConfigError(path, [f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    if not isinstance(doc, dict):
+        raise PolicyConfigError(path, [f"{path}:1: the policy must be a mapping with version and routes"])
+    try:
+        policy = Policy.model_validate(_plain(doc))
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            loc = [p for p in err["loc"] if not (isinstance(p, str) and p in ("classify", "chat", "auto"))]
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(doc, loc)
+            where = f"{path}:{line}" if line else path
+            msg = err["msg"].removeprefix("Value error, ")
+            issues.append(f"{where}: {key}: {msg}")
+        raise PolicyConfigError(path, issues) from exc
+    if specialist_classes is not None:
+        issues = _check_specialists(policy, specialist_classes, doc, path)
+        if issues:
+            raise PolicyConfigError(path, issues)
+    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return LoadedPolicy(policy=policy, version=version, path=path)
+
+
+def _check_specialists(
+    policy: Policy, classes: Mapping[str, tuple[str, ...]], doc: Any, path: str
+) -> list[str]:
+    issues = []
+
+    def add(loc: list[Any], msg: str) -> None:
+        line = _line_of(doc, loc)
+        issues.append(f"{path}:{line}: {'.'.join(map(str, loc))}: {msg}" if line else f"{path}: {msg}")
+
+    for name, route in policy.routes.items():
+        if route.specialist not in classes:
+            add(["routes", name, "specialist"], f"unknown specialist {route.specialist!r} "
+                f"(bundled: {', '.join(sorted(classes))})")
+            continue
+        labels = set(classes[route.specialist])
+        keyed: list[tuple[str, Iterable[str]]] = []
+        if not isinstance(route, AutoRoute):
+            keyed.append(("escalate_labels", route.escalate_labels))
+        if isinstance(route, ChatRoute):
+            keyed.append(("answers", route.answers.keys()))
+        if isinstance(route, AutoRoute):
+            keyed.append(("tiers", route.tiers.keys()))
+        for key, values in keyed:
+            for label in values:
+                if label not in labels:
+                    add(["routes", name, key], f"{label!r} is not a label of specialist {route.specialist!r}")
+    return issues
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def load_policy(path: Path, specialist_classes: Mapping[str, tuple[str, ...]] | None = None) -> LoadedPolicy:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyConfigError(str(path), [f"{path}: cannot read: {exc}"]) from exc
+    return parse_policy(text, str(path), specialist_classes)

@@ -1,0 +1,72 @@
+"""Process configuration: environment / `.env` / secrets directory -> one frozen `Settings`.
+
+Precedence is pydantic-settings' own: keyword arguments > environment (`ROUTER_` prefix, `__` for
+nesting, e.g. `ROUTER_REDIS__URL`) > `.env` > secrets directory > defaults. This is the only module
+that reads `os.environ`; everything else receives a `Settings` (or a part of it) from its caller.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "RedisSettings", "FoundationSettings", "read_secret_env"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+class RedisSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    url: SecretStr | None = None
+    """redis://, rediss:// or unix://; None means the in-process cache."""
+    timeout_s: float = Field(0.05, gt=0, le=10)
+    """Per-command socket timeout: a slow Redis must not slow requests down."""
+    breaker_failures: int = Field(3, ge=1)
+    breaker_reset_s: float = Field(5.0, gt=0)
+    max_value_bytes: int = Field(256 * 1024, ge=1024)
+    memory_max_entries: int = Field(100_000, ge=0)
+
+
+class FoundationSettings(BaseModel):
+    """The foundation model configured by environment; policy aliases without `model` use it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str | None = None
+    """A litellm model string, e.g. `openai/gpt-4o-mini`; None = no foundation model."""
+    api_base: str | None = None
+    api_key: SecretStr | None = None
+    price_as: str | None = None
+    """Name in litellm's price table to price calls with (for self-hosted / renamed models)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ROUTER_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    policy_path: Path = _ROOT / "policies" / "default.yaml"
+    specialists_dir: Path = _ROOT / "specialists" / "bundled"
+    redis: RedisSettings = RedisSettings()
+    foundation: FoundationSettings = FoundationSettings()
+    cpu_usd_per_core_hour: float = Field(0.05, ge=0)
+    """Price of one CPU core-hour, used to cost specialist inference from measured CPU time."""
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_batch: int = Field(256, ge=1)
+    admin_token: SecretStr | None = None
+    log_level: str = "INFO"
+
+
+def read_secret_env(name: str) -> str | None:
+    """Value of the environment variable a policy names for an API key (`api_key_env`)."""
+    return os.environ.get(name) or None

@@ -1,0 +1,154 @@
+"""A local OpenAI-compatible upstream for tests, demos and benchmarks (loopback only).
+
+The requested model name picks the behaviour:
+
+    fake-ok        answers (a label when asked to classify, else an echo); streams when asked
+    fake-slow      like fake-ok after `slow_s` seconds (default 2)
+    fake-429       429 rate limited, with Retry-After
+    fake-500       500 server error
+    fake-garbage   200 with a body that is not JSON
+    fake-badlabel  answers a label outside any allowed set
+
+A classification answer is the label written in the text as ``[[label:X]]`` if present, else the
+first label of the JSON-schema enum or of the prompt's label list. Every request body is kept in
+`Upstream.received`. Run standalone: ``python tests/fake_upstream.py --port 9100 [--latency-ms 0]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+_LABELS_IN_PROMPT = re.compile(r"these labels: (.+?)\. Reply", re.S)
+_MARKER = re.compile(r"\[\[label:([^\]]+)\]\]")
+
+
+def _answer(body: dict[str, Any]) -> str:
+    messages = body.get("messages") or []
+    text = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+    model = body.get("model", "")
+    if model.endswith("fake-badlabel"):
+        return "definitely-not-a-label"
+    marker = _MARKER.search(text)
+    rf = body.get("response_format") or {}
+    enum = (((rf.get("json_schema") or {}).get("schema") or {}).get("properties") or {}).get("label", {}).get("enum")
+    if marker:
+        label = marker.group(1)
+    elif enum:
+        label = enum[0]
+    elif m := _LABELS_IN_PROMPT.search(text):
+        label = m.group(1).split(", ")[0]
+    else:
+        last = messages[-1].get("content", "") if messages else ""
+        return f"echo: {last}"
+    return orjson.dumps({"label": label}).decode() if enum else label
+
+
+def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, slow_s: float = 2.0) -> Starlette:
+    async def completions(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        received.append(body)
+        model = str(body.get("model", ""))
+        if latency_s:
+            await asyncio.sleep(latency_s)
+        if model.endswith("fake-slow"):
+            await asyncio.sleep(slow_s)
+        if model.endswith("fake-429"):
+            return Response(orjson.dumps({"error": {"message": "slow down", "type": "rate_limit_error"}}),
+                            status_code=429, headers={"retry-after": "1"}, media_type="application/json")
+        if model.endswith("fake-500"):
+            return Response(orjson.dumps({"error": {"message": "boom", "type": "server_error"}}),
+                            status_code=500, media_type="application/json")
+        if model.endswith("fake-garbage"):
+            return Response(b"<html>not json", media_type="application/json")
+        content = _answer(body)
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        completion_tokens = max(1, len(content.split()))
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        cid = "chatcmpl-" + uuid.uuid4().hex[:12]
+        if body.get("stream"):
+            async def events() -> Any:
+                base = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+                words = content.split(" ")
+                for i, w in enumerate(words):
+                    delta = {"content": (w if i == 0 else " " + w)}
+                    if i == 0:
+                        delta["role"] = "assistant"
+                    yield b"data: " + orjson.dumps({**base, "choices": [
+                        {"index": 0, "delta": delta, "finish_reason": None}]}) + b"\n\n"
+                yield b"data: " + orjson.dumps({**base, "choices": [
+                    {"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n"
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
+                yield b"data: [DONE]\n\n"
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return Response(orjson.dumps({
+            "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": "stop"}],
+            "usage": usage,
+        }), media_type="application/json")
+
+    async def models(request: Request) -> Response:
+        names = ["fake-ok", "fake-slow", "fake-429", "fake-500", "fake-garbage", "fake-badlabel"]
+        return Response(orjson.dumps({"object": "list", "data": [{"id": n, "object": "model"} for n in names]}),
+                        media_type="application/json")
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", completions, methods=["POST"]),
+        Route("/chat/completions", completions, methods=["POST"]),
+        Route("/v1/models", models), Route("/models", models),
+    ])
+
+
+class Upstream:
+    """The fake upstream served by uvicorn in a daemon thread on 127.0.0.1."""
+
+    def __init__(self, latency_s: float = 0.0, slow_s: float = 2.0, port: int = 0) -> None:
+        self.received: list[dict[str, Any]] = []
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", port))
+        self.port = self._sock.getsockname()[1]
+        self.api_base = f"http://127.0.0.1:{self.port}/v1"
+        config = uvicorn.Config(create_upstream_app(self.received, latency_s, slow_s), log_level="warning",
+                                lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    def start(self) -> Upstream:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    uvicorn.run(create_upstream_app([], args.latency_ms / 1000), host="127.0.0.1", port=args.port,
+                log_level="warning", access_log=False)
