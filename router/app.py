@@ -27,6 +27,7 @@ from .escalation import Escalator
 from .gateway import Gateway
 from .metrics import GatewayMetrics
 from .policy import load_policy
+from .pricing import PriceTable
 from .routes import build_routes, request_id
 from .settings import Settings, read_secret_env
 
@@ -45,6 +46,7 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
         settings.foundation,
         read_secret_env,
         lambda alias, outcome: metrics.foundation_calls.labels(alias, outcome).inc(),
+        PriceTable.load(),
     )
     if not escalator.any_configured():
         log.warning("no foundation model configured: low-confidence answers are served degraded, "

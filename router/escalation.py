@@ -12,8 +12,8 @@ walks the alias and then its fallbacks; each attempt gets the alias timeout and 
     anything else                    -> UpstreamError (502)
 
 litellm is imported once, off the event loop, at start-up (`start()`), with the price table that
-ships with the pinned version (`LITELLM_LOCAL_MODEL_COST_MAP`) and offline mode on, so costs are
-reproducible and nothing leaves the network unasked.
+ships with the pinned version (`LITELLM_LOCAL_MODEL_COST_MAP`) and offline mode on, so nothing
+leaves the network unasked. Costs come from the same bundled table via `pricing.PriceTable`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .errors import (
     UpstreamTimeoutError,
 )
 from .policy import AliasSpec
+from .pricing import PriceTable
 from .settings import FoundationSettings
 
 __all__ = ["Escalator", "AliasClient", "LabelResult", "ChatResult", "InvalidLabelError", "Usage"]
@@ -124,8 +125,10 @@ class Escalator:
         env_foundation: FoundationSettings,
         read_secret: Callable[[str], str | None],
         on_outcome: Outcome,
+        prices: PriceTable,
     ) -> None:
         self._on_outcome = on_outcome
+        self._prices = prices
         self._read_secret = read_secret
         self._env = env_foundation
         self._litellm: Any = None
@@ -156,9 +159,10 @@ class Escalator:
                 breaker=_Breaker(spec.breaker_failures, spec.breaker_reset_s),
                 semaphore=asyncio.Semaphore(spec.max_concurrency),
             )
+        for client in clients.values():
+            price = self._prices.get(client.model)
+            client.supports_schema = price is not None and price.supports_response_schema
         self.clients = clients
-        if self._litellm is not None:
-            self._probe_capabilities()
 
     def any_configured(self) -> bool:
         return any(c.configured for c in self.clients.values())
@@ -179,17 +183,7 @@ class Escalator:
         litellm.suppress_debug_info = True
         litellm.drop_params = True
         self._litellm = litellm
-        self._probe_capabilities()
         log.info("litellm %s loaded in %.2fs", getattr(litellm, "version", "?"), time.perf_counter() - t0)
-
-    def _probe_capabilities(self) -> None:
-        for client in self.clients.values():
-            if client.model is None:
-                continue
-            try:
-                client.supports_schema = bool(self._litellm.supports_response_schema(model=client.model))
-            except Exception:  # litellm raises assorted errors for unknown models: treat as "no"
-                client.supports_schema = False
 
     @property
     def ready(self) -> bool:
@@ -279,7 +273,7 @@ class Escalator:
     def estimate_cost(self, alias: str | None, prompt_tokens: int, completion_tokens: int) -> float:
         """What a call to `alias` would cost, from litellm's price table (0.0 when unknown)."""
         client = self.clients.get(alias) if alias else None
-        if client is None or self._litellm is None or client.model is None:
+        if client is None or client.model is None:
             return 0.0
         return self._usage_from(client, prompt_tokens, completion_tokens).cost_usd
 
@@ -370,20 +364,18 @@ class Escalator:
         usage = getattr(resp, "usage", None)
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(usage, "completion_tokens", 0) or 0)
-        return self._usage_from(client, prompt, completion)
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = int(getattr(details, "cached_tokens", 0) or 0)
+        return self._usage_from(client, prompt, completion, cached)
 
-    def _usage_from(self, client: AliasClient, prompt: int, completion: int) -> Usage:
-        price_model = client.price_as or client.model or ""
-        try:
-            p, c = self._litellm.cost_per_token(model=price_model, prompt_tokens=prompt,
-                                                completion_tokens=completion)
-            cost = float(p) + float(c)
-        except Exception:  # an unpriced model: cost unknown, counted as 0 and said once
+    def _usage_from(self, client: AliasClient, prompt: int, completion: int, cached: int = 0) -> Usage:
+        price = self._prices.get(client.price_as or client.model)
+        if price is None:
             if not client.warned_price:
                 log.warning("no price for alias %r in litellm's table; set price_as", client.name)
                 client.warned_price = True
-            cost = 0.0
-        return Usage(prompt, completion, cost)
+            return Usage(prompt, completion, 0.0)
+        return Usage(prompt, completion, price.cost(prompt, completion, cached))
 
 
 def _summarize(errors: list[GatewayError]) -> GatewayError:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import socket
-import threading
 import time
 import uuid
 from typing import Any
@@ -31,6 +29,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+try:
+    from tests.server_thread import ServerThread
+except ModuleNotFoundError:  # run as a script: python tests/fake_upstream.py
+    from server_thread import ServerThread  # type: ignore[no-redef]
 
 _LABELS_IN_PROMPT = re.compile(r"these labels: (.+?)\. Reply", re.S)
 _MARKER = re.compile(r"\[\[label:([^\]]+)\]\]")
@@ -115,34 +118,17 @@ def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, 
     ])
 
 
-class Upstream:
+class Upstream(ServerThread):
     """The fake upstream served by uvicorn in a daemon thread on 127.0.0.1."""
 
     def __init__(self, latency_s: float = 0.0, slow_s: float = 2.0, port: int = 0) -> None:
         self.received: list[dict[str, Any]] = []
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", port))
-        self.port = self._sock.getsockname()[1]
-        self.api_base = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(create_upstream_app(self.received, latency_s, slow_s), log_level="warning",
-                                lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+        super().__init__(create_upstream_app(self.received, latency_s, slow_s), port=port, lifespan="off")
+        self.api_base = f"{self.url}/v1"
 
     def start(self) -> Upstream:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake upstream did not start")
-            time.sleep(0.01)
+        super().start()
         return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,170 @@
+"""Small shared fixtures: a real Redis, the local OpenAI-compatible upstream, apps and clients.
+
+Redis: `ROUTER_TEST_REDIS_URL` (default redis://127.0.0.1:6379/15, a dedicated database flushed
+before each test). When nothing answers there, a private `redis-server` is started on a free
+port if the binary exists. Without either, Redis tests skip with the reason on a developer's
+machine and fail in CI (`CI` set), where `.ci/run` installs and starts Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+from ruamel.yaml import YAML
+
+from router.app import create_app
+from router.settings import FoundationSettings, RedisSettings, Settings
+from tests.fake_upstream import Upstream
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ping(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    if _ping(url):
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"no Redis at {url} and no redis-server binary (CI must provide one)")
+        pytest.skip(f"no Redis at {url} and no redis-server binary to start one")
+    port = _free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    own = f"redis://127.0.0.1:{port}/15"
+    deadline = time.monotonic() + 10
+    while not _ping(own):
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("started redis-server did not answer")
+        time.sleep(0.05)
+    yield own
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_db(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()  # before, as arq does: a failed test leaves its keys for inspection
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[Upstream]:
+    server = Upstream(slow_s=3.0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(upstream_server: Upstream) -> Upstream:
+    upstream_server.received.clear()
+    return upstream_server
+
+
+def bundled_names() -> set[str]:
+    return {p.name for p in (ROOT / "specialists" / "bundled").iterdir() if (p / "manifest.json").exists()}
+
+
+@pytest.fixture
+def write_policy(tmp_path: Path, upstream: Upstream) -> Callable[..., Path]:
+    """Write a policy: default.yaml's routes (those whose specialists exist) + aliases on the upstream.
+
+    `models` maps alias -> fake model (default `fake-ok` for every alias); `edit(doc)` may change
+    the parsed document before it is written.
+    """
+
+    def write(models: dict[str, str] | None = None, edit: Callable[[Any], None] | None = None,
+              name: str = "policy.yaml") -> Path:
+        yaml = YAML(typ="rt")
+        doc = yaml.load((ROOT / "policies" / "default.yaml").read_text())
+        present = bundled_names()
+        for route in list(doc["routes"]):
+            if doc["routes"][route]["specialist"] not in present:
+                del doc["routes"][route]
+        for alias, spec in doc["aliases"].items():
+            spec["model"] = "openai/" + (models or {}).get(alias, "fake-ok")
+            spec["api_base"] = upstream.api_base
+            spec["price_as"] = "gpt-4o-mini"
+            spec["max_retries"] = 0
+            spec["timeout_s"] = 2
+        if edit is not None:
+            edit(doc)
+        path = tmp_path / name
+        with path.open("w") as f:
+            yaml.dump(doc, f)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_settings(redis_url: str) -> Callable[..., Settings]:
+    def make(policy_path: Path, *, use_redis: bool = True, **kwargs: Any) -> Settings:
+        redis_settings = RedisSettings(url=redis_url) if use_redis else RedisSettings()
+        return Settings(policy_path=policy_path, redis=redis_settings, foundation=FoundationSettings(),
+                        _env_file=None, **kwargs)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+async def client_for(registry: CollectorRegistry) -> AsyncIterator[Callable[[Settings], httpx.AsyncClient]]:
+    """Factory: Settings -> an httpx client driving a fresh app in process (lifespan not run)."""
+    clients: list[httpx.AsyncClient] = []
+
+    def make(settings: Settings) -> httpx.AsyncClient:
+        app = create_app(settings, registry=registry)
+        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+        c.app = app  # type: ignore[attr-defined]
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.app.state.gateway.cache.close()  # type: ignore[attr-defined]
+        await c.aclose()
+
+
+def requires_shared_data() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not SHARED_DATA.exists(), reason=f"{SHARED_DATA} not present (a fresh clone "
+                              "without the shared datasets): dataset checks skipped")
