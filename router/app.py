@@ -28,7 +28,8 @@ from .gateway import Gateway
 from .metrics import GatewayMetrics
 from .policy import load_policy
 from .pricing import PriceTable
-from .routes import build_routes, request_id
+from .reload import PolicyReloader
+from .routes import build_admin_routes, build_routes, request_id
 from .settings import Settings, read_secret_env
 
 __all__ = ["create_app", "build_gateway"]
@@ -90,17 +91,21 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings | None = None, registry: CollectorRegistry | None = None) -> Starlette:
     settings = settings if settings is not None else Settings()
     gw = build_gateway(settings, registry)
+    reloader = PolicyReloader(gw, settings.policy_path, settings.policy_poll_s)
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gw.escalator.start()
+        reloader.start()
         try:
             yield
         finally:
+            await reloader.stop()
             await gw.cache.close()
 
     app = Starlette(
-        routes=build_routes(gw, settings.max_body_bytes, settings.max_batch),
+        routes=build_routes(gw, settings.max_body_bytes, settings.max_batch) + build_admin_routes(reloader, token),
         exception_handlers={
             GatewayError: _on_gateway_error,
             HTTPException: _on_http_error,
@@ -109,5 +114,6 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         lifespan=lifespan,
     )
     app.state.gateway = gw
+    app.state.reloader = reloader
     app.state.settings = settings
     return app

@@ -1,4 +1,4 @@
-"""The `hybrid-router` command: serve, check policies, and the specialists' offline tools.
+"""The `hybrid-router` command: serve, check policies, simulate/tune thresholds, specialists' offline tools.
 
 The only argv reader. `serve` builds `Settings` (environment plus the options given here) and
 runs uvicorn; `train`, `eval` and `specialists-build` forward to `specialists.training`, imported
@@ -99,6 +99,139 @@ def evaluate(ctx: typer.Context) -> None:
 def specialists_build(ctx: typer.Context) -> None:
     """Rebuild the bundled specialists from ../shared/data."""
     _forward("build", ctx.args)
+
+
+def _offline(**kwargs: Any) -> tuple[Any, Any]:
+    """Run the shared offline set-up; input errors become a message and exit code 2."""
+    from specialists import SpecialistError
+
+    from ._offline import OfflineRequest, run_offline
+    from .policy import PolicyConfigError
+    from .replay import ReplayError
+    from .simulate import SimulationError
+
+    try:
+        return run_offline(OfflineRequest(**kwargs))
+    except (SimulationError, ReplayError, PolicyConfigError, SpecialistError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def simulate(
+    route: Annotated[str, typer.Option(help="Route to simulate (classify, or chat gated by a specialist).")],
+    data: Annotated[Path, typer.Option(help="Labelled JSONL: {\"text\", \"label\"} per line.")],
+    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: ROUTER_POLICY_PATH).")] = None,
+    foundation_replay: Annotated[Path | None, typer.Option(
+        help="Recorded foundation answers: JSONL {text, answer, prompt_tokens?, completion_tokens?, model?}.")] = None,
+    foundation: Annotated[str | None, typer.Option(
+        help="'live': call the route's escalate_to alias for real (use --limit).")] = None,
+    foundation_accuracy: Annotated[float | None, typer.Option(
+        help="Assume the foundation model is right with this probability (an expectation, not sampled); "
+             "with a replay, used for inputs the replay lacks.")] = None,
+    price_as: Annotated[str | None, typer.Option(help="litellm model name to price foundation calls as.")] = None,
+    foundation_latency_ms: Annotated[float, typer.Option(help="Assumed foundation latency per call.")] = 800.0,
+    sweep: Annotated[str, typer.Option(help="min_confidence values: START:STOP:STEP or a comma list.")] =
+        "0:0.99:0.01",
+    table_step: Annotated[float, typer.Option(help="Print sweep rows at multiples of this.")] = 0.05,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N rows (cap for live calls).")] = None,
+    concurrency: Annotated[int, typer.Option(help="Concurrent live foundation calls.")] = 8,
+    completion_tokens: Annotated[int | None, typer.Option(
+        help="Completion tokens per escalation when not recorded (default: label length; chat: 200).")] = None,
+    specialists_dir: Annotated[Path | None, typer.Option(help="Specialists directory.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of accuracy and cost vs escalation share.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the raw sweep as JSON.")] = None,
+) -> None:
+    """Replay labelled traffic through a route's decision and sweep its min_confidence."""
+    if foundation is not None and foundation != "live":
+        typer.echo("error: --foundation takes only 'live'", err=True)
+        raise typer.Exit(2)
+    from .settings import Settings
+
+    sim, _ = _offline(
+        policy_path=policy or Settings().policy_path, route=route, data_path=data,
+        foundation_replay=foundation_replay, foundation_live=foundation == "live",
+        foundation_accuracy=foundation_accuracy, price_as=price_as, foundation_latency_ms=foundation_latency_ms,
+        sweep=sweep, limit=limit, concurrency=concurrency, completion_tokens=completion_tokens,
+        specialists_dir=specialists_dir,
+    )
+    from .simulate import format_table
+
+    typer.echo(format_table(sim, table_step))
+    if json_out is not None:
+        import orjson
+
+        json_out.write_bytes(orjson.dumps(sim.to_dict(), option=orjson.OPT_INDENT_2))
+        typer.echo(f"sweep written to {json_out}")
+    if plot is not None:
+        from .report_plot import plot_sweep
+
+        typer.echo(f"plot written to {plot_sweep(sim, plot)}")
+
+
+@app.command()
+def tune(
+    route: Annotated[str, typer.Option(help="Route whose min_confidence to tune.")],
+    data: Annotated[Path, typer.Option(help="Labelled JSONL (a dev split, not the test split).")],
+    target_accuracy: Annotated[float, typer.Option(help="Overall accuracy to reach, e.g. 0.98.")],
+    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: ROUTER_POLICY_PATH).")] = None,
+    foundation_replay: Annotated[Path | None, typer.Option(help="Recorded foundation answers (JSONL).")] = None,
+    foundation_accuracy: Annotated[float | None, typer.Option(
+        help="Assumed foundation accuracy (or for inputs missing from the replay).")] = None,
+    price_as: Annotated[str | None, typer.Option(help="litellm model name to price foundation calls as.")] = None,
+    foundation_latency_ms: Annotated[float, typer.Option(help="Assumed foundation latency per call.")] = 800.0,
+    sweep: Annotated[str, typer.Option(help="Candidate thresholds: START:STOP:STEP or a comma list.")] =
+        "0:0.99:0.01",
+    limit: Annotated[int | None, typer.Option(help="Use only the first N rows.")] = None,
+    specialists_dir: Annotated[Path | None, typer.Option(help="Specialists directory.")] = None,
+    write: Annotated[bool, typer.Option("--write", help="Write the chosen threshold into the policy file.")] =
+        False,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of the sweep with both operating points.")] =
+        None,
+) -> None:
+    """Pick the cheapest min_confidence that meets a target accuracy; optionally write it."""
+    from specialists import SpecialistSet
+
+    from ._offline import checked_classes
+    from .settings import Settings
+    from .simulate import describe, render_rows, table_rows
+    from .tune import choose_threshold, render_threshold, write_threshold
+
+    settings = Settings()
+    policy_path = policy or settings.policy_path
+    sim, loaded = _offline(
+        policy_path=policy_path, route=route, data_path=data, foundation_replay=foundation_replay,
+        foundation_accuracy=foundation_accuracy, price_as=price_as, foundation_latency_ms=foundation_latency_ms,
+        sweep=sweep, limit=limit, specialists_dir=specialists_dir,
+    )
+    typer.echo(describe(sim))
+    chosen = choose_threshold(sim, target_accuracy)
+    if chosen is None:
+        best = max(sim.points, key=lambda p: p.accuracy)
+        typer.echo(render_rows(table_rows(sim, every=None, extra=[(f"{best.min_confidence:g} (best)", best)])))
+        typer.echo(f"no min_confidence in the sweep reaches accuracy {target_accuracy:g}: the best is "
+                   f"{best.accuracy:.4f} at {best.min_confidence:g}; the policy file is unchanged", err=True)
+        raise typer.Exit(1)
+    typer.echo("")
+    typer.echo(render_rows(table_rows(sim, every=None, extra=[(f"{chosen.min_confidence:g} (tuned)", chosen)])))
+    before = sim.policy
+    typer.echo(f"\nmin_confidence {before.min_confidence:g} -> {render_threshold(chosen.min_confidence):g}: accuracy "
+               f"{100 * before.accuracy:.2f}% -> {100 * chosen.accuracy:.2f}% (target {100 * target_accuracy:g}%), "
+               f"escalated {100 * before.escalated_share:.1f}% -> {100 * chosen.escalated_share:.1f}%, "
+               f"foundation cost {100 * before.cost_fraction:.1f}% -> {100 * chosen.cost_fraction:.1f}% "
+               "of all-foundation")
+    if plot is not None:
+        from .report_plot import plot_sweep
+
+        typer.echo(f"plot written to {plot_sweep(sim, plot, {f'tuned {chosen.min_confidence:g}': chosen})}")
+    if not write:
+        typer.echo("dry run: pass --write to update the policy file")
+        return
+    specialists = SpecialistSet.load(specialists_dir or settings.specialists_dir)
+    classes, _ = checked_classes(loaded.policy, specialists)
+    written = write_threshold(policy_path, route, chosen.min_confidence, classes)
+    typer.echo(f"wrote routes.{route}.min_confidence = {render_threshold(chosen.min_confidence):g} to "
+               f"{policy_path} (policy version {loaded.version} -> {written.version}; re-validated)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ answers also carry the routing decision in `x-router-*` headers.
 
 from __future__ import annotations
 
+import hmac
 import re
 import uuid
 from typing import Any, TypeVar
@@ -18,12 +19,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .chat import complete
-from .errors import InvalidRequestError, PayloadTooLargeError
+from .errors import AuthenticationError, InvalidRequestError, PayloadTooLargeError
 from .gateway import Gateway
+from .reload import PolicyReloader
 from .metrics import CONTENT_TYPE_LATEST
 from .schemas import ChatRequest, ClassifyRequest
 
-__all__ = ["build_routes", "request_id"]
+__all__ = ["build_routes", "build_admin_routes", "request_id"]
 
 M = TypeVar("M", bound=BaseModel)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -130,4 +132,31 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int) -> list[Route
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+    ]
+
+
+def build_admin_routes(reloader: PolicyReloader, token: str | None) -> list[Route]:
+    """`/admin/policy` (GET: version and last reload) and `/admin/policy/reload` (POST), bearer token."""
+
+    def check(request: Request) -> None:
+        if token is None:
+            raise AuthenticationError("admin endpoints are disabled: set ROUTER_ADMIN_TOKEN", code="admin_disabled")
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise AuthenticationError("missing or wrong admin token")
+
+    async def policy(request: Request) -> Response:
+        check(request)
+        gw_policy = reloader.current()
+        return _json({"version": gw_policy.version, "path": gw_policy.path, "last_reload": reloader.last.to_dict(),
+                      "routes": sorted(gw_policy.policy.routes)}, request)
+
+    async def reload(request: Request) -> Response:
+        check(request)
+        result = await reloader.reload("admin")
+        return _json(result.to_dict(), request, status=200 if result.ok else 422)
+
+    return [
+        Route("/admin/policy", policy, methods=["GET"]),
+        Route("/admin/policy/reload", reload, methods=["POST"]),
     ]

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_batch: int = Field(256, ge=1)
     admin_token: SecretStr | None = None
+    """Bearer token for /admin/*; unset = admin endpoints disabled."""
+    policy_poll_s: float = Field(1.0, gt=0)
+    """How often the policy file is checked for changes (hot reload)."""
     log_level: str = "INFO"
 
 

@@ -1,0 +1,107 @@
+"""Live policy changes: on file change, on SIGHUP, or from the admin endpoint.
+
+`PolicyReloader.reload()` validates the file exactly as start-up does; a valid policy is swapped
+in atomically (requests in flight keep the policy object they started with), an invalid one is
+rejected, logged and counted while the old policy keeps serving. The outcome of the last attempt
+is kept for the admin endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .gateway import Gateway
+from .policy import LoadedPolicy, PolicyConfigError, load_policy
+
+__all__ = ["PolicyReloader", "ReloadResult"]
+
+log = logging.getLogger("router.reload")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    ok: bool
+    version: str
+    at: float
+    trigger: str
+    changed: bool = False
+    errors: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "version": self.version, "at": self.at, "trigger": self.trigger,
+                "changed": self.changed, "errors": list(self.errors)}
+
+
+class PolicyReloader:
+    def __init__(self, gateway: Gateway, path: Path, poll_s: float = 1.0) -> None:
+        self._gw = gateway
+        self._path = path
+        self._poll_s = poll_s
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stamp = self._file_stamp()
+        self.last = ReloadResult(True, gateway.policy.version, time.time(), "startup")
+
+    def _file_stamp(self) -> tuple[float, int] | None:
+        try:
+            st = self._path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime, st.st_size)
+
+    def current(self) -> LoadedPolicy:
+        return self._gw.policy
+
+    def apply(self, loaded: LoadedPolicy) -> None:
+        gw = self._gw
+        gw.escalator.configure(loaded.policy.aliases)
+        gw.budget.configure(loaded.policy.budgets)
+        gw.policy = loaded  # the swap: one attribute assignment, atomic for the event loop
+        gw.metrics.set_policy_version(loaded.version)
+
+    async def reload(self, trigger: str) -> ReloadResult:
+        async with self._lock:
+            classes = {n: self._gw.specialists[n].classes for n in self._gw.specialists}
+            try:
+                loaded = await asyncio.to_thread(load_policy, self._path, classes)
+            except PolicyConfigError as exc:
+                self._gw.metrics.policy_reloads.labels("invalid").inc()
+                log.error("policy reload (%s) rejected; still serving %s:\n  %s", trigger,
+                          self._gw.policy.version, "\n  ".join(exc.issues))
+                self.last = ReloadResult(False, self._gw.policy.version, time.time(), trigger,
+                                         errors=tuple(exc.issues))
+                return self.last
+            changed = loaded.version != self._gw.policy.version
+            if changed:
+                self.apply(loaded)
+                log.info("policy reloaded (%s): version %s", trigger, loaded.version)
+            self._gw.metrics.policy_reloads.labels("ok").inc()
+            self.last = ReloadResult(True, loaded.version, time.time(), trigger, changed=changed)
+            return self.last
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_s)
+            stamp = self._file_stamp()
+            if stamp is not None and stamp != self._stamp:
+                self._stamp = stamp
+                await self.reload("file_change")
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._watch())
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            # Only the main thread can own signals; servers run in test threads skip this.
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("sighup")))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

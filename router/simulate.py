@@ -1,0 +1,300 @@
+"""Offline replay of labelled traffic through a route: shares, accuracy, cost and latency per threshold.
+
+In: a policy route, its specialist, labelled texts and `FoundationOutcomes` (replay, assumed
+accuracy or live answers, see `router.replay`). Out: a `Simulation` with one `SweepPoint` per
+`min_confidence` in the sweep, the point of the policy as written and the everything-to-the-
+foundation reference, plus a plain-text table.
+
+The specialist runs once over the whole data set, in batches; the sweep is then numpy over the
+cached predictions. The sweep's escalation rule is `decide()`'s, vectorised: escalate when the
+label is in `escalate_labels`, confidence < threshold, novelty > `max_novelty` or (chat routes) the
+label has no canned answer. `simulate` checks that equivalence on every row by running `decide()`
+itself for the policy's own threshold, and fails loudly if the two ever disagree.
+
+Accounting (every figure is over the *evaluated* rows: rows whose foundation outcome is unknown,
+e.g. missing from a replay without an assumed accuracy, are left out and counted in `excluded`):
+
+- accuracy = (specialist answers that are right + expected right foundation answers) / rows;
+- cost = litellm price x tokens of the escalated rows; cost fraction = cost / cost of escalating all;
+- latency = specialist p50 + escalated share x foundation latency (an assumption, stated).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from specialists import Prediction, Specialist
+
+from .decision import Answer, decide
+from .policy import AutoRoute, ChatRoute, ClassifyRoute
+from .replay import FoundationOutcomes, LabeledData, Pricing
+
+__all__ = [
+    "DEFAULT_SWEEP",
+    "Simulation",
+    "SimulationError",
+    "SweepPoint",
+    "describe",
+    "format_table",
+    "parse_sweep",
+    "predict_all",
+    "render_rows",
+    "simulate",
+    "specialist_latency_ms",
+    "table_rows",
+]
+
+DEFAULT_SWEEP = "0:0.99:0.01"
+_BATCH = 512
+
+
+class SimulationError(Exception):
+    """The simulation cannot run as asked (unsupported route, bad sweep, decide() mismatch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SweepPoint:
+    min_confidence: float
+    specialist_share: float
+    escalated_share: float
+    specialist_accuracy: float | None
+    """Accuracy of the answers the specialist gave; None when it answered nothing."""
+    foundation_accuracy: float | None
+    """Expected accuracy of the escalated share; None when nothing escalated."""
+    accuracy: float
+    cost_usd: float
+    cost_fraction: float
+    """Foundation cost relative to sending every evaluated row to the foundation model."""
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    route: str
+    kind: str
+    specialist: str
+    specialist_version: str
+    rows: int
+    evaluated: int
+    excluded: int
+    policy: SweepPoint
+    points: list[SweepPoint]
+    all_foundation: SweepPoint
+    foundation_source: str
+    pricing: Pricing
+    specialist_latency_ms: float
+    specialist_latency_source: str
+    foundation_latency_ms: float
+    decide_checked_rows: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_sweep(spec: str) -> list[float]:
+    """``START:STOP:STEP`` (inclusive STOP) or a comma list ``0.5,0.7,0.9`` -> thresholds."""
+    try:
+        if ":" in spec:
+            start, stop, step = (float(x) for x in spec.split(":"))
+            if step <= 0 or stop < start:
+                raise ValueError
+            count = int(round((stop - start) / step)) + 1
+            values = [round(start + i * step, 6) for i in range(count)]
+            values = [v for v in values if v <= stop + 1e-9]
+        else:
+            values = sorted({float(x) for x in spec.split(",") if x.strip()})
+    except ValueError as exc:
+        raise SimulationError(f"--sweep {spec!r}: expected START:STOP:STEP or a comma list of numbers") from exc
+    if not values or any(v < 0 for v in values):
+        raise SimulationError(f"--sweep {spec!r}: thresholds must be >= 0")
+    return values
+
+
+def predict_all(specialist: Specialist, texts: Sequence[str], batch: int = _BATCH) -> list[Prediction]:
+    """One pass of the specialist over all texts, `batch` at a time."""
+    out: list[Prediction] = []
+    for start in range(0, len(texts), batch):
+        out.extend(specialist.predict(texts[start:start + batch]))
+    return out
+
+
+def specialist_latency_ms(specialist: Specialist, texts: Sequence[str]) -> tuple[float, str]:
+    """p50 of one request: the manifest's `latency_p50_us`, else measured here with `predict_one`."""
+    p50_us = specialist.manifest.metrics.get("latency_p50_us")
+    if isinstance(p50_us, int | float) and p50_us > 0:
+        return float(p50_us) / 1000.0, "manifest latency_p50_us"
+    sample = list(texts[:200])
+    for text in sample[:10]:  # warm-up
+        specialist.predict_one(text)
+    timings = []
+    for text in sample:
+        t0 = time.perf_counter()
+        specialist.predict_one(text)
+        timings.append(time.perf_counter() - t0)
+    return statistics.median(timings) * 1000.0, f"measured here (predict_one, {len(sample)} texts)"
+
+
+def _forced(route: ClassifyRoute | ChatRoute, preds: Sequence[Prediction]) -> npt.NDArray[np.bool_]:
+    """Rows that escalate whatever min_confidence is (escalate label, novelty, no canned answer)."""
+    escalate_labels = set(route.escalate_labels)
+    canned = set(route.answers) if isinstance(route, ChatRoute) else None
+    return np.array([
+        p.label in escalate_labels or p.novelty > route.max_novelty or (canned is not None and p.label not in canned)
+        for p in preds
+    ], dtype=bool)
+
+
+def _check_decide(route: ClassifyRoute | ChatRoute, preds: Sequence[Prediction],
+                  escalated: npt.NDArray[np.bool_]) -> None:
+    by_decide = np.array([not isinstance(decide(route, p), Answer) for p in preds], dtype=bool)
+    if not np.array_equal(by_decide, escalated):
+        bad = int(np.flatnonzero(by_decide != escalated)[0])
+        raise SimulationError(f"the vectorised sweep disagrees with decide() on row {bad + 1} "
+                              f"({preds[bad]!r}); this is a bug in router.simulate")
+
+
+def _points(thresholds: npt.NDArray[np.float64], confidence: npt.NDArray[np.float64],
+            forced: npt.NDArray[np.bool_], spec_correct: npt.NDArray[np.float64],
+            fm_correct: npt.NDArray[np.float64], cost: npt.NDArray[np.float64],
+            spec_ms: float, fm_ms: float) -> list[SweepPoint]:
+    n = len(confidence)
+    escalated = forced[None, :] | (confidence[None, :] < thresholds[:, None])  # (thresholds, rows)
+    answered = ~escalated
+    n_esc = escalated.sum(axis=1)
+    n_ans = n - n_esc
+    spec_right = (answered * spec_correct[None, :]).sum(axis=1)
+    fm_right = (escalated * fm_correct[None, :]).sum(axis=1)
+    esc_cost = (escalated * cost[None, :]).sum(axis=1)
+    total_cost = float(cost.sum())
+    points = []
+    for k, t in enumerate(thresholds):
+        share = float(n_esc[k]) / n
+        points.append(SweepPoint(
+            min_confidence=float(t),
+            specialist_share=float(n_ans[k]) / n,
+            escalated_share=share,
+            specialist_accuracy=float(spec_right[k] / n_ans[k]) if n_ans[k] else None,
+            foundation_accuracy=float(fm_right[k] / n_esc[k]) if n_esc[k] else None,
+            accuracy=float((spec_right[k] + fm_right[k]) / n),
+            cost_usd=float(esc_cost[k]),
+            cost_fraction=float(esc_cost[k]) / total_cost if total_cost > 0 else share,
+            latency_ms=spec_ms + share * fm_ms,
+        ))
+    return points
+
+
+def simulate(
+    route_name: str,
+    route: ClassifyRoute | ChatRoute | AutoRoute,
+    specialist: Specialist,
+    data: LabeledData,
+    outcomes: FoundationOutcomes,
+    pricing: Pricing,
+    thresholds: Sequence[float],
+    foundation_latency_ms: float,
+    predictions: Sequence[Prediction] | None = None,
+) -> Simulation:
+    """Sweep `thresholds` over one prediction pass; see the module docstring for the accounting."""
+    if isinstance(route, AutoRoute):
+        raise SimulationError(f"route {route_name!r} is an auto route: its specialist picks a foundation "
+                              "tier, it never answers, so there is no threshold to simulate")
+    preds = list(predictions) if predictions is not None else predict_all(specialist, data.texts)
+    if len(preds) != len(data.texts) or len(outcomes.correct) != len(data.texts):
+        raise SimulationError("predictions, outcomes and data differ in length")
+    notes: list[str] = []
+    unknown = sorted(set(data.labels) - set(specialist.classes))
+    if unknown:
+        notes.append(f"{len(unknown)} gold label(s) are not classes of {specialist.name!r} (the specialist "
+                     f"is always wrong on them): {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+    if isinstance(route, ChatRoute):
+        notes.append("chat route: the specialist share is scored by intent-label correctness of the canned "
+                     "answer; the escalated share by the foundation outcome")
+
+    confidence = np.array([p.confidence for p in preds], dtype=np.float64)
+    forced = _forced(route, preds)
+    policy_t = np.array([route.min_confidence])
+    _check_decide(route, preds, forced | (confidence < route.min_confidence))
+
+    keep = ~np.isnan(outcomes.correct)
+    if not keep.any():
+        raise SimulationError("no row has a known foundation outcome (nothing in the replay matched?)")
+    spec_correct = np.array([p.label == g for p, g in zip(preds, data.labels)], dtype=np.float64)
+    cost = pricing.cost(outcomes.prompt_tokens, outcomes.completion_tokens)
+    spec_ms, spec_source = specialist_latency_ms(specialist, data.texts)
+    args = (confidence[keep], forced[keep], spec_correct[keep], outcomes.correct[keep], cost[keep],
+            spec_ms, foundation_latency_ms)
+    points = _points(np.asarray(thresholds, dtype=np.float64), *args)
+    policy = _points(policy_t, *args)[0]
+    everything = _points(np.array([np.inf]), *args)[0]
+    if pricing.note:
+        notes.append(pricing.note)
+    return Simulation(
+        route=route_name, kind=route.kind, specialist=specialist.name, specialist_version=specialist.version,
+        rows=len(preds), evaluated=int(keep.sum()), excluded=int((~keep).sum()), policy=policy, points=points,
+        all_foundation=everything, foundation_source=outcomes.source, pricing=pricing,
+        specialist_latency_ms=spec_ms, specialist_latency_source=spec_source,
+        foundation_latency_ms=foundation_latency_ms, decide_checked_rows=len(preds), notes=notes,
+    )
+
+
+# ---- presentation ---------------------------------------------------------------------------------
+_COLUMNS = ("min_conf", "specialist", "escalated", "spec acc", "FM acc", "overall", "FM USD", "USD/1k",
+            "cost vs FM", "latency ms")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _row(label: str, p: SweepPoint, rows: int) -> list[str]:
+    return [label, _pct(p.specialist_share), _pct(p.escalated_share), _pct(p.specialist_accuracy),
+            _pct(p.foundation_accuracy), _pct(p.accuracy), f"{p.cost_usd:.4f}",
+            f"{1000 * p.cost_usd / rows:.4f}", _pct(p.cost_fraction), f"{p.latency_ms:.1f}"]
+
+
+def render_rows(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def table_rows(sim: Simulation, every: float | None = 0.05,
+               extra: Sequence[tuple[str, SweepPoint]] = ()) -> list[list[str]]:
+    """Header, policy row, `extra` rows, sweep rows at multiples of `every` (None: none), all-foundation."""
+    rows = [list(_COLUMNS), _row(f"{sim.policy.min_confidence:g} (policy)", sim.policy, sim.evaluated)]
+    rows += [_row(label, p, sim.evaluated) for label, p in extra]
+    for p in sim.points if every else ():
+        steps = p.min_confidence / every
+        if abs(steps - round(steps)) < 1e-6 or p is sim.points[-1]:
+            rows.append(_row(f"{p.min_confidence:g}", p, sim.evaluated))
+    rows.append(_row("all to FM", sim.all_foundation, sim.evaluated))
+    return rows
+
+
+def describe(sim: Simulation) -> str:
+    """The header lines: what was simulated and every assumption behind the numbers."""
+    lines = [
+        f"route {sim.route!r} ({sim.kind}), specialist {sim.specialist}@{sim.specialist_version}",
+        f"rows: {sim.rows}" + (f", evaluated {sim.evaluated}, excluded {sim.excluded}" if sim.excluded else ""),
+        f"foundation: {sim.foundation_source}",
+        f"prices: litellm table, {sim.pricing.model} (${sim.pricing.usd_per_prompt_token * 1e6:.3f} / "
+        f"${sim.pricing.usd_per_completion_token * 1e6:.3f} per 1M prompt / completion tokens)",
+        f"latency: specialist p50 {sim.specialist_latency_ms:.3f} ms ({sim.specialist_latency_source}) + "
+        f"escalated share x foundation {sim.foundation_latency_ms:g} ms (ASSUMED, --foundation-latency-ms)",
+        f"decide() check: policy point recomputed with router.decision.decide on all {sim.decide_checked_rows} "
+        "rows: identical",
+    ]
+    lines += [f"note: {n}" for n in sim.notes]
+    return "\n".join(lines)
+
+
+def format_table(sim: Simulation, every: float | None = 0.05) -> str:
+    return describe(sim) + "\n\n" + render_rows(table_rows(sim, every))
