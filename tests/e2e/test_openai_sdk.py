@@ -4,6 +4,7 @@ litellm itself as an OpenAI-compatible client, over HTTP to the gateway on 127.0
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,59 @@ def test_litellm_as_a_client_of_the_gateway(gateway: ServerThread) -> None:
     resp = litellm.completion(model="openai/sentiment", api_base=gateway.url + "/v1", api_key="unused",
                               messages=[{"role": "user", "content": "a gorgeous , witty , seductive movie ."}])
     assert resp.choices[0].message.content == "positive"
+
+
+@pytest.fixture
+def limited_gateway(write_policy: Callable[..., Path], make_settings: Callable[..., Settings],
+                    redis_db: redis.Redis) -> Iterator[ServerThread]:
+    def edit(doc: Any) -> None:
+        doc["routes"]["sentiment"]["min_confidence"] = 1.0
+        doc["aliases"]["cheap"].update({"max_concurrency": 1, "max_queue": 0, "timeout_s": 10, "fallbacks": []})
+        doc["budgets"]["usd_per_hour"] = 0.0
+
+    server = ServerThread(create_app(make_settings(write_policy(models={"cheap": "fake-slow"}, edit=edit)))).start()
+    yield server
+    server.stop()
+
+
+def test_open_ended_request_with_budget_spent_is_503_with_retry_after(limited_gateway: ServerThread) -> None:
+    sdk = openai.OpenAI(base_url=limited_gateway.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as info:
+        sdk.chat.completions.create(model="strong", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.status_code == 503
+    assert info.value.code == "budget_spent"  # the hourly budget of 0 USD is spent from the start
+    assert int(info.value.response.headers["retry-after"]) > 0
+
+
+def test_classification_with_budget_spent_is_degraded(limited_gateway: ServerThread) -> None:
+    sdk = openai.OpenAI(base_url=limited_gateway.url + "/v1", api_key="unused", max_retries=0)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="sentiment", messages=[{"role": "user", "content": "the film runs two hours ."}])
+    assert (raw.headers["x-router-path"], raw.headers["x-router-reason"]) == ("degraded", "budget_spent")
+    assert raw.parse().choices[0].message.content in ("positive", "negative")
+
+
+@pytest.fixture
+def slow_gateway(write_policy: Callable[..., Path], make_settings: Callable[..., Settings],
+                 redis_db: redis.Redis) -> Iterator[ServerThread]:
+    def edit(doc: Any) -> None:
+        doc["aliases"]["cheap"].update({"max_concurrency": 1, "max_queue": 0, "timeout_s": 10, "fallbacks": []})
+
+    server = ServerThread(create_app(make_settings(write_policy(models={"cheap": "fake-slow"}, edit=edit)))).start()
+    yield server
+    server.stop()
+
+
+def test_full_alias_queue_is_a_429_rate_limit_error(slow_gateway: ServerThread) -> None:
+    import threading
+
+    sdk = openai.OpenAI(base_url=slow_gateway.url + "/v1", api_key="unused", max_retries=0, timeout=20)
+    first = threading.Thread(target=lambda: sdk.chat.completions.create(
+        model="cheap", messages=[{"role": "user", "content": "occupy the only slot"}]))
+    first.start()
+    time.sleep(0.5)
+    with pytest.raises(openai.RateLimitError) as info:
+        sdk.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "no room"}])
+    assert info.value.code == "rate_limited"
+    assert info.value.response.headers["retry-after"] == "1"
+    first.join(timeout=20)
