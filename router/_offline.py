@@ -13,7 +13,8 @@ from pathlib import Path
 
 from specialists import SpecialistSet
 
-from .policy import AliasSpec, AutoRoute, ChatRoute, LoadedPolicy, Policy, load_policy
+from .policy import AliasSpec, AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy, Policy, load_policy
+from .pricing import PriceTable
 from .replay import (
     DEFAULT_PRICE_MODEL,
     FoundationOutcomes,
@@ -81,7 +82,8 @@ def _outcomes(req: OfflineRequest, loaded: LoadedPolicy, data: LabeledData, clas
         from .escalation import Escalator
 
         def build() -> Escalator:
-            return Escalator(loaded.policy.aliases, settings.foundation, read_secret_env, lambda a, o: None)
+            return Escalator(loaded.policy.aliases, settings.foundation, read_secret_env, lambda a, o: None,
+                             PriceTable.load())
 
         return collect_live(data, classes, prompt, alias, build, req.concurrency)
     if req.foundation_accuracy is None:
@@ -112,7 +114,7 @@ def run_offline(req: OfflineRequest, settings: Settings | None = None) -> tuple[
     specialist = specialists[route.specialist]
     data = load_labeled(req.data_path, req.limit)
     is_chat = isinstance(route, ChatRoute)
-    prompt = None if is_chat else route.prompt
+    prompt = route.prompt if isinstance(route, ClassifyRoute) else None
     outcomes = _outcomes(req, loaded, data, specialist.classes, prompt, route.escalate_to, settings, is_chat)
     alias = loaded.policy.aliases.get(route.escalate_to) if route.escalate_to else None
     name, explicit = price_model(alias, settings.foundation, req.price_as)

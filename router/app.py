@@ -8,6 +8,7 @@ that carries the request id and no internals.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,13 +22,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .budget import BudgetTracker
-from .cache import build_cache
+from .cache import MemoryCache, RedisCache, ResponseCache
+from .coalesce import Coalescer
 from .errors import GatewayError, error_body, problem_body
 from .escalation import Escalator
+from .escalation_log import EscalationLog
 from .gateway import Gateway
 from .metrics import GatewayMetrics
 from .policy import load_policy
 from .pricing import PriceTable
+from .redis_state import RedisState
 from .reload import PolicyReloader
 from .routes import build_admin_routes, build_routes, request_id
 from .settings import Settings, read_secret_env
@@ -52,11 +56,19 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
     if not escalator.any_configured():
         log.warning("no foundation model configured: low-confidence answers are served degraded, "
                     "open-ended requests get 503 (set ROUTER_FOUNDATION__MODEL or policy aliases)")
-    cache = build_cache(settings.redis, metrics.cache_event)
+    state: RedisState | None = None
+    cache: ResponseCache
+    if settings.redis.configured:
+        state = RedisState(settings.redis, metrics.cache_event)
+        cache = RedisCache(state, metrics.cache_event)
+    else:
+        log.info("no Redis configured (ROUTER_REDIS__URL): in-process cache, per-process budget and "
+                 "coalescing, no escalation log")
+        cache = MemoryCache(settings.redis.memory_max_entries, metrics.cache_event, settings.redis.max_value_bytes)
     log.info("policy %s version %s; specialists: %s; cache: %s", policy.path, policy.version,
              ", ".join(f"{n}@{specialists[n].version}" for n in specialists), cache.backend)
-    return Gateway(policy, specialists, cache, escalator, metrics, BudgetTracker(policy.policy.budgets),
-                   settings.cpu_usd_per_core_hour)
+    return Gateway(policy, specialists, cache, escalator, metrics, BudgetTracker(policy.policy.budgets, state),
+                   Coalescer(cache, settings.redis.lock_ttl_ms), EscalationLog(state), settings.cpu_usd_per_core_hour)
 
 
 def _render(request: Request, exc: GatewayError) -> Response:
@@ -88,6 +100,13 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return _render(request, GatewayError(f"internal error; request id {request_id(request)}"))
 
 
+async def _refresh_budget(gw: Gateway) -> None:
+    """Pick up what other replicas spent, once a second."""
+    while True:
+        await asyncio.sleep(1.0)
+        await gw.budget.refresh()
+
+
 def create_app(settings: Settings | None = None, registry: CollectorRegistry | None = None) -> Starlette:
     settings = settings if settings is not None else Settings()
     gw = build_gateway(settings, registry)
@@ -98,10 +117,13 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gw.escalator.start()
         reloader.start()
+        budget_sync = asyncio.get_running_loop().create_task(_refresh_budget(gw))
         try:
             yield
         finally:
+            budget_sync.cancel()
             await reloader.stop()
+            await gw.escalation_log.drain()
             await gw.cache.close()
 
     app = Starlette(

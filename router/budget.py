@@ -1,8 +1,11 @@
-"""Foundation spend budget per hour and per day, in fixed UTC windows.
+"""Foundation spend budget per hour and per day, in fixed UTC windows, shared across replicas.
 
-In process for now: each replica enforces the policy's limits on its own spend. `spent()` is
-checked before a foundation call and `add()` records what a call cost; once a window's limit is
-reached, escalations are refused until the window rolls over (the gateway then degrades).
+Each replica adds what its foundation calls cost to its own window totals and, with Redis, to
+shared counters (``gw:v1:budget:{budget}:<hour|day>:<window index>``, INCRBYFLOAT with expiry);
+`exhausted()` compares the larger of the local and last-known shared totals with the policy's
+limits, so the check itself never waits on Redis. `refresh()` (every second, in the background)
+reads the shared totals other replicas wrote. Without Redis, each replica enforces its limits
+on its own spend.
 """
 
 from __future__ import annotations
@@ -11,30 +14,42 @@ import time
 from dataclasses import dataclass, field
 
 from .policy import Budgets
+from .redis_state import RedisState
 
 __all__ = ["BudgetTracker"]
 
 
 @dataclass
 class _Window:
+    name: str
     seconds: int
     limit: float | None
     index: int = -1
-    spent: float = 0.0
+    local: float = 0.0
+    shared: float = 0.0
 
     def roll(self, now: float) -> None:
         idx = int(now // self.seconds)
         if idx != self.index:
-            self.index, self.spent = idx, 0.0
+            self.index, self.local, self.shared = idx, 0.0, 0.0
+
+    @property
+    def spent(self) -> float:
+        return max(self.local, self.shared)
+
+    def key(self) -> str:
+        return f"gw:v1:budget:{{budget}}:{self.name}:{self.index}"
 
 
 @dataclass
 class BudgetTracker:
     budgets: Budgets
+    state: RedisState | None = None
     _windows: list[_Window] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._windows = [_Window(3600, self.budgets.usd_per_hour), _Window(86400, self.budgets.usd_per_day)]
+        self._windows = [_Window("hour", 3600, self.budgets.usd_per_hour),
+                         _Window("day", 86400, self.budgets.usd_per_day)]
 
     def configure(self, budgets: Budgets) -> None:
         """Apply new limits (policy reload) and keep what was spent in the current windows."""
@@ -50,14 +65,30 @@ class BudgetTracker:
                 return True
         return False
 
-    def add(self, usd: float, now: float | None = None) -> None:
+    async def add(self, usd: float, now: float | None = None) -> None:
+        if usd <= 0:
+            return
         t = time.time() if now is None else now
         for w in self._windows:
             w.roll(t)
-            w.spent += usd
+            w.local += usd
+            if self.state is not None:
+                total = await self.state.add_float(w.key(), usd, w.seconds * 2)
+                if total is not None:
+                    w.shared = total
 
-    def remaining(self) -> dict[str, float | None]:
-        return {
-            "hour": None if self._windows[0].limit is None else max(0.0, self._windows[0].limit - self._windows[0].spent),
-            "day": None if self._windows[1].limit is None else max(0.0, self._windows[1].limit - self._windows[1].spent),
-        }
+    async def refresh(self) -> None:
+        if self.state is None:
+            return
+        now = time.time()
+        for w in self._windows:
+            w.roll(now)
+            total = await self.state.get_float(w.key())
+            if total is not None:
+                w.shared = total
+
+    def snapshot(self) -> dict[str, dict[str, float | None]]:
+        self.exhausted()
+        return {w.name: {"limit": w.limit, "spent": w.spent,
+                         "remaining": None if w.limit is None else max(0.0, w.limit - w.spent)}
+                for w in self._windows}

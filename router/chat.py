@@ -175,32 +175,33 @@ async def _foundation(
     key = fingerprint("chat", route_name, alias, policy.version,
                       normalize(orjson.dumps([messages, params], option=orjson.OPT_SORT_KEYS).decode()))
     raw = await gw.cache.get(key) if cache_ttl_s > 0 else None
-    if raw is not None:
-        stored = orjson.loads(raw)
-        o = Outcome(route_name, "", confidence or 0.0, "cache", "cache_hit", 0.0, stored["cost_usd"],
-                    0.0, policy.version, None, None, stored["alias"])
-        gw.observe(o, time.perf_counter() - start)
-        out = ChatOutcome(route_name, "cache", "cache_hit", confidence, policy.version, 0.0, body=stored["body"])
-        return out
-    tf = time.perf_counter()
-    try:
-        result = await gw.escalator.chat(alias, messages, params)
-    finally:
-        gw.metrics.stage_latency.labels("foundation").observe(time.perf_counter() - tf)
-    usage = result.usage
-    gw.budget.add(usage.cost_usd)
-    gw.metrics.foundation_tokens.labels(result.alias, "prompt").inc(usage.prompt_tokens)
-    gw.metrics.foundation_tokens.labels(result.alias, "completion").inc(usage.completion_tokens)
-    body = result.body
-    body["model"] = req.model
-    if cache_ttl_s > 0:
-        await gw.cache.set(key, orjson.dumps({"body": body, "cost_usd": usage.cost_usd, "alias": result.alias}),
-                           cache_ttl_s)
-    cost = usage.cost_usd + extra_cost
-    o = Outcome(route_name, "", confidence or 0.0, "foundation", reason, cost, 0.0, 0.0, policy.version, None,
-                None, result.alias)
+    computed, why = False, "cache_hit"
+    if raw is None:
+        async def ask() -> bytes:
+            tf = time.perf_counter()
+            try:
+                result = await gw.escalator.chat(alias, messages, params)
+            finally:
+                gw.metrics.stage_latency.labels("foundation").observe(time.perf_counter() - tf)
+            usage = result.usage
+            await gw.budget.add(usage.cost_usd)
+            gw.metrics.foundation_tokens.labels(result.alias, "prompt").inc(usage.prompt_tokens)
+            gw.metrics.foundation_tokens.labels(result.alias, "completion").inc(usage.completion_tokens)
+            body = result.body
+            body["model"] = req.model
+            return orjson.dumps({"body": body, "cost_usd": usage.cost_usd, "alias": result.alias})
+
+        raw, computed = await gw.coalescer.run(key, cache_ttl_s, ask)
+        why = reason if computed else "coalesced"
+    stored = orjson.loads(raw)
+    if computed:
+        path, cost, avoided = "foundation", stored["cost_usd"] + extra_cost, 0.0
+    else:
+        path, cost, avoided = "cache", extra_cost, stored["cost_usd"]
+    o = Outcome(route_name, "", confidence or 0.0, path, why, cost, avoided, 0.0, policy.version, None, None,
+                stored["alias"])
     gw.observe(o, time.perf_counter() - start)
-    return ChatOutcome(route_name, "foundation", reason, confidence, policy.version, cost, body=body)
+    return ChatOutcome(route_name, path, why, confidence, policy.version, cost, body=stored["body"])
 
 
 async def _foundation_stream(
@@ -233,7 +234,7 @@ async def _foundation_stream(
             yield b"data: " + orjson.dumps(error_body(err)) + b"\n\n"
         finally:
             usage = usage_of()
-            gw.budget.add(usage.cost_usd)
+            await gw.budget.add(usage.cost_usd)
             gw.metrics.foundation_tokens.labels(used, "prompt").inc(usage.prompt_tokens)
             gw.metrics.foundation_tokens.labels(used, "completion").inc(usage.completion_tokens)
             o = Outcome(route_name, "", confidence or 0.0, "foundation", reason, usage.cost_usd + extra_cost,

@@ -41,6 +41,7 @@ REASONS: tuple[str, ...] = (
     "passthrough",
     # outcomes decided after escalation, by the gateway:
     "cache_hit",
+    "coalesced",
     "foundation_unavailable",
     "foundation_error",
     "budget_spent",

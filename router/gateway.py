@@ -3,7 +3,7 @@
 `Gateway` holds the collaborators built at start-up (specialists, cache, escalator, metrics,
 budget) and the current policy. A request reads `self.policy` once, so a policy swap is atomic:
 requests in flight finish on the policy they started with. The chat API (`chat.py`) builds on
-`run_specialist` and `escalate_label` here.
+`run_specialist`, `foundation_open`, `avoided_cost` and `observe` here.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from starlette.concurrency import run_in_threadpool
 
 from .budget import BudgetTracker
 from .cache import ResponseCache, fingerprint
+from .coalesce import Coalescer
 from .decision import Answer, Escalate, decide
 from .errors import GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
 from .escalation import Escalator, InvalidLabelError
+from .escalation_log import EscalationLog
 from .metrics import GatewayMetrics
 from .policy import AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy
 
@@ -85,8 +87,12 @@ class Gateway:
         escalator: Escalator,
         metrics: GatewayMetrics,
         budget: BudgetTracker,
+        coalescer: Coalescer,
+        escalation_log: EscalationLog,
         cpu_usd_per_core_hour: float,
     ) -> None:
+        self.coalescer = coalescer
+        self.escalation_log = escalation_log
         self.policy = policy
         self.specialists = specialists
         self.cache = cache
@@ -230,41 +236,56 @@ class Gateway:
     ) -> Outcome:
         self.metrics.escalations.labels(route_name, decision.reason).inc()
         blocked = self.foundation_open(decision.alias)
-        label_result = None
+        record: dict[str, object] | None = None
+        computed = False
         if blocked is None:
-            assert decision.alias is not None
-            tf = time.perf_counter()
+            alias = decision.alias
+            assert alias is not None
+
+            async def ask() -> bytes:
+                tf = time.perf_counter()
+                try:
+                    result = await self.escalator.classify(alias, specialist.classes, text, route.prompt)
+                finally:
+                    self.metrics.stage_latency.labels("foundation").observe(time.perf_counter() - tf)
+                usage = result.usage
+                await self.budget.add(usage.cost_usd)
+                self.metrics.foundation_tokens.labels(result.alias, "prompt").inc(usage.prompt_tokens)
+                self.metrics.foundation_tokens.labels(result.alias, "completion").inc(usage.completion_tokens)
+                self.escalation_log.record(
+                    policy.policy.escalation_log, route=route_name, reason=decision.reason,
+                    specialist_label=None if pred is None else pred.label,
+                    confidence=None if pred is None else pred.confidence, foundation_label=result.label,
+                    alias=result.alias, policy_version=policy.version, specialist_version=specialist.version,
+                    text=text)
+                confidence = 1.0 if pred is None else float(pred.probabilities.get(result.label, 0.0))
+                return orjson.dumps({"label": result.label, "confidence": confidence, "cost_usd": usage.cost_usd,
+                                     "foundation_alias": result.alias})
+
             try:
-                label_result = await self.escalator.classify(decision.alias, specialist.classes, text, route.prompt)
+                raw, computed = await self.coalescer.run(key, route.cache_ttl_s, ask)
+                record = orjson.loads(raw)
             except InvalidLabelError:
                 blocked = "invalid_label"
             except GatewayError:
                 blocked = "foundation_error"
-            finally:
-                self.metrics.stage_latency.labels("foundation").observe(time.perf_counter() - tf)
-        if label_result is not None:
-            usage = label_result.usage
-            self.budget.add(usage.cost_usd)
-            self.metrics.foundation_tokens.labels(label_result.alias, "prompt").inc(usage.prompt_tokens)
-            self.metrics.foundation_tokens.labels(label_result.alias, "completion").inc(usage.completion_tokens)
-            confidence = 1.0 if pred is None else float(pred.probabilities.get(label_result.label, 0.0))
-            if route.cache_ttl_s > 0:
-                await self.cache.set(key, orjson.dumps({
-                    "label": label_result.label, "confidence": confidence, "cost_usd": usage.cost_usd,
-                    "foundation_alias": label_result.alias,
-                }), route.cache_ttl_s)
-            return Outcome(
-                route_name, label_result.label, confidence, "foundation", decision.reason,
-                usage.cost_usd + unit_cost, 0.0, 0.0, policy.version, specialist.version,
-                None if pred is None else pred.novelty, label_result.alias,
-            )
+        novelty = None if pred is None else pred.novelty
+        if record is not None:
+            cost = float(record["cost_usd"])  # type: ignore[arg-type]
+            label, confidence, alias_used = str(record["label"]), float(record["confidence"]), str(  # type: ignore[arg-type]
+                record["foundation_alias"])
+            if computed:
+                return Outcome(route_name, label, confidence, "foundation", decision.reason, cost + unit_cost, 0.0,
+                               0.0, policy.version, specialist.version, novelty, alias_used)
+            return Outcome(route_name, label, confidence, "cache", "coalesced", unit_cost, cost, 0.0,
+                           policy.version, specialist.version, novelty, alias_used)
         if pred is None:
             raise ServiceUnavailableError(
                 f"specialist {specialist.name!r} failed and no foundation model could answer", retry_after_s=5
             )
         return Outcome(
             route_name, pred.label, pred.confidence, "degraded", blocked or "foundation_error", unit_cost, 0.0,
-            0.0, policy.version, specialist.version, pred.novelty,
+            0.0, policy.version, specialist.version, novelty,
         )
 
 

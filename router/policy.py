@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +24,7 @@ __all__ = [
     "AliasSpec",
     "AutoRoute",
     "Budgets",
+    "EscalationLog",
     "ChatRoute",
     "ClassifyRoute",
     "LoadedPolicy",
@@ -115,6 +116,17 @@ class Shadow(_Strict):
     sample_rate: Probability = 0.0
 
 
+class EscalationLog(_Strict):
+    """What escalations are recorded in the Redis stream `gw:v1:escalations` (the learning loop)."""
+
+    enabled: bool = True
+    keep_inputs: bool = False
+    """Store the input text with each entry. Off by default: entries then hold no user content."""
+    input_ttl_s: int = Field(7 * 86400, ge=60)
+    """With `keep_inputs`, entries older than this are trimmed from the stream."""
+    max_entries: int = Field(100_000, ge=100)
+
+
 class Policy(_Strict):
     version: Literal[1]
     """Schema version of this file format."""
@@ -123,6 +135,7 @@ class Policy(_Strict):
     routes: Mapping[str, Route]
     budgets: Budgets = Budgets()
     shadow: Shadow = Shadow()
+    escalation_log: EscalationLog = EscalationLog()
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Policy:
@@ -161,6 +174,7 @@ class LoadedPolicy:
     version: str
     """Content hash of the file (first 12 hex of sha256): in every response, metric and cache key."""
     path: str
+    text: str = field(repr=False, default="")
 
     def route(self, name: str) -> ClassifyRoute | ChatRoute | AutoRoute | None:
         return self.policy.routes.get(name)
@@ -215,7 +229,7 @@ def parse_policy(
         if issues:
             raise PolicyConfigError(path, issues)
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return LoadedPolicy(policy=policy, version=version, path=path)
+    return LoadedPolicy(policy=policy, version=version, path=path, text=text)
 
 
 def _check_specialists(

@@ -4,6 +4,10 @@
 in atomically (requests in flight keep the policy object they started with), an invalid one is
 rejected, logged and counted while the old policy keeps serving. The outcome of the last attempt
 is kept for the admin endpoint.
+
+With Redis, a replica that changes its policy stores the text under `gw:v1:policy:text` and
+publishes the version on `gw:v1:policy`; the other replicas validate and apply it within a
+second, so an admin reload on one replica switches them all.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .gateway import Gateway
-from .policy import LoadedPolicy, PolicyConfigError, load_policy
+from .policy import LoadedPolicy, PolicyConfigError, load_policy, parse_policy
 
-__all__ = ["PolicyReloader", "ReloadResult"]
+__all__ = ["PolicyReloader", "ReloadResult", "POLICY_CHANNEL", "POLICY_TEXT_KEY"]
+
+POLICY_CHANNEL = "gw:v1:policy"
+POLICY_TEXT_KEY = "gw:v1:policy:text"
 
 log = logging.getLogger("router.reload")
 
@@ -44,7 +51,7 @@ class PolicyReloader:
         self._path = path
         self._poll_s = poll_s
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stamp = self._file_stamp()
         self.last = ReloadResult(True, gateway.policy.version, time.time(), "startup")
 
@@ -59,6 +66,7 @@ class PolicyReloader:
         return self._gw.policy
 
     def apply(self, loaded: LoadedPolicy) -> None:
+        """Swap `loaded` in (it has been validated against the loaded specialists)."""
         gw = self._gw
         gw.escalator.configure(loaded.policy.aliases)
         gw.budget.configure(loaded.policy.budgets)
@@ -81,9 +89,42 @@ class PolicyReloader:
             if changed:
                 self.apply(loaded)
                 log.info("policy reloaded (%s): version %s", trigger, loaded.version)
+                await self._announce(loaded)
             self._gw.metrics.policy_reloads.labels("ok").inc()
             self.last = ReloadResult(True, loaded.version, time.time(), trigger, changed=changed)
             return self.last
+
+    async def _announce(self, loaded: LoadedPolicy) -> None:
+        """Tell the other replicas: store the policy text, then publish its version."""
+        state = self._gw.cache.state
+        if state is None:
+            return
+        if await state.set(POLICY_TEXT_KEY, loaded.text.encode(), ttl_s=30 * 86400):
+            await state.publish(POLICY_CHANNEL, loaded.version.encode())
+
+    async def _listen(self) -> None:
+        """Apply policies announced by other replicas (validated here like any other)."""
+        state = self._gw.cache.state
+        assert state is not None
+        async for message in state.subscribe(POLICY_CHANNEL):
+            if message.decode() == self._gw.policy.version:
+                continue
+            async with self._lock:
+                _, text = await state.get(POLICY_TEXT_KEY)
+                if text is None:
+                    continue
+                classes = {n: self._gw.specialists[n].classes for n in self._gw.specialists}
+                try:
+                    loaded = parse_policy(text.decode(), f"{self._path} (announced)", classes)
+                except PolicyConfigError as exc:
+                    self._gw.metrics.policy_reloads.labels("invalid").inc()
+                    log.error("announced policy rejected:\n  %s", "\n  ".join(exc.issues))
+                    continue
+                if loaded.version != self._gw.policy.version:
+                    self.apply(loaded)
+                    self._gw.metrics.policy_reloads.labels("ok").inc()
+                    self.last = ReloadResult(True, loaded.version, time.time(), "announce", changed=True)
+                    log.info("policy %s applied from another replica's announcement", loaded.version)
 
     async def _watch(self) -> None:
         while True:
@@ -95,13 +136,15 @@ class PolicyReloader:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._watch())
+        self._tasks = [loop.create_task(self._watch())]
+        if self._gw.cache.state is not None:
+            self._tasks.append(loop.create_task(self._listen()))
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # Only the main thread can own signals; servers run in test threads skip this.
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("sighup")))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task

@@ -10,7 +10,8 @@ Input: labelled texts (JSONL ``{"text", "label"}``) and one source of foundation
 - *live* calls through `router.escalation.Escalator`, the server's own client.
 
 Output: `FoundationOutcomes`, per row the expected correctness (1/0, or A; NaN = unknown) and the
-prompt/completion tokens, and `Pricing`, USD per token from litellm's bundled price table.
+prompt/completion tokens, and `Pricing`, USD per token from litellm's bundled price table read by
+`router.pricing.PriceTable` (as the server prices calls; litellm itself is imported only for live).
 
 Token counts the replay does not record are estimated: about 4 characters per token for the
 classification prompt (the built-in system prompt with the label list, or the route's `prompt`)
@@ -30,6 +31,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
+
+from .pricing import PriceTable
 
 __all__ = [
     "DEFAULT_PRICE_MODEL",
@@ -270,28 +273,20 @@ def collect_live(data: LabeledData, class_labels: Sequence[str], prompt: str | N
     return FoundationOutcomes(correct, prompt_tokens, completion_tokens, source, failed, n - failed)
 
 
-def load_pricing(model: str, explicit: bool) -> Pricing:
-    """USD per token for `model` from litellm's bundled table.
+def load_pricing(model: str, explicit: bool, table: PriceTable | None = None) -> Pricing:
+    """USD per token for `model` from litellm's bundled price table (the one the server uses).
 
-    An explicit `--price-as` that litellm does not know is an error; an alias's model that it does
-    not know (self-hosted, fake) is priced as `DEFAULT_PRICE_MODEL`, and the note says so.
+    An explicit `--price-as` (or alias `price_as`) that the table lacks is an error; an alias's
+    model that it lacks (self-hosted, fake) is priced as `DEFAULT_PRICE_MODEL`, and the note says so.
     """
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
-    os.environ.setdefault("LITELLM_TELEMETRY", "False")
-    import litellm
-
-    def unit(name: str) -> tuple[float, float]:
-        p, _ = litellm.cost_per_token(model=name, prompt_tokens=1_000_000, completion_tokens=0)
-        _, c = litellm.cost_per_token(model=name, prompt_tokens=0, completion_tokens=1_000_000)
-        return float(p) / 1e6, float(c) / 1e6
-
-    try:
-        p, c = unit(model)
-        return Pricing(model, p, c)
-    except Exception as exc:  # litellm raises several unrelated classes for an unmapped model
-        if explicit:
-            raise ReplayError(f"--price-as {model!r}: not in litellm's price table ({type(exc).__name__})") from exc
-    p, c = unit(DEFAULT_PRICE_MODEL)
-    return Pricing(DEFAULT_PRICE_MODEL, p, c,
+    table = table if table is not None else PriceTable.load()
+    price = table.get(model)
+    if price is not None:
+        return Pricing(model, price.input_per_token, price.output_per_token)
+    if explicit:
+        raise ReplayError(f"price model {model!r} is not in litellm's price table (--price-as to choose another)")
+    fallback = table.get(DEFAULT_PRICE_MODEL)
+    if fallback is None:
+        raise ReplayError(f"litellm's price table has neither {model!r} nor {DEFAULT_PRICE_MODEL!r}")
+    return Pricing(DEFAULT_PRICE_MODEL, fallback.input_per_token, fallback.output_per_token,
                    note=f"{model!r} is not in litellm's price table; priced as {DEFAULT_PRICE_MODEL}")

@@ -44,9 +44,9 @@ def plot_sweep(sim: Simulation, path: Path, marks: dict[str, SweepPoint] | None 
 
     lines = ax.get_legend_handles_labels()
     cost_lines = cost_ax.get_legend_handles_labels()
-    ax.legend(lines[0] + cost_lines[0], lines[1] + cost_lines[1], loc="lower right", fontsize=8)
+    ax.legend(lines[0] + cost_lines[0], lines[1] + cost_lines[1], loc="best", fontsize=8)
     ax.set_title(f"{sim.route}: {sim.specialist}@{sim.specialist_version}, {sim.evaluated} rows\n"
-                 f"{sim.foundation_source[:110]}", fontsize=8)
+                 f"foundation: {sim.foundation_source.split(';')[0][:100]}", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

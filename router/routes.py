@@ -107,7 +107,7 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int) -> list[Route
         return _json({"status": "ok"}, request)
 
     async def readyz(request: Request) -> Response:
-        cache_state = await gw.cache.state()
+        cache_state = await gw.cache.health()
         ready = len(gw.specialists) > 0 and gw.escalator.ready
         body = {
             "ready": ready,

@@ -22,13 +22,25 @@ class RedisSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     url: SecretStr | None = None
-    """redis://, rediss:// or unix://; None means the in-process cache."""
+    """redis://, rediss:// (TLS) or unix://, user and password in the URL; None = in-process state."""
     timeout_s: float = Field(0.05, gt=0, le=10)
     """Per-command socket timeout: a slow Redis must not slow requests down."""
+    cluster: bool = False
+    """Connect to a Redis Cluster (the URL names any node)."""
+    sentinels: tuple[str, ...] = ()
+    """Sentinel addresses `host:port`; with `sentinel_master` the URL is ignored."""
+    sentinel_master: str | None = None
+    sentinel_password: str | None = None
     breaker_failures: int = Field(3, ge=1)
     breaker_reset_s: float = Field(5.0, gt=0)
     max_value_bytes: int = Field(256 * 1024, ge=1024)
     memory_max_entries: int = Field(100_000, ge=0)
+    lock_ttl_ms: int = Field(30_000, ge=100)
+    """How long a replica may hold the lock on an identical in-flight escalation."""
+
+    @property
+    def configured(self) -> bool:
+        return self.url is not None or self.sentinel_master is not None
 
 
 class FoundationSettings(BaseModel):

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from specialists import Prediction, Specialist
 
 from .decision import Answer, decide
@@ -99,22 +100,26 @@ class Simulation:
 
 
 def parse_sweep(spec: str) -> list[float]:
-    """``START:STOP:STEP`` (inclusive STOP) or a comma list ``0.5,0.7,0.9`` -> thresholds."""
+    """Comma-separated parts, each ``START:STOP:STEP`` (STOP included) or one number -> sorted thresholds."""
+    values: set[float] = set()
     try:
-        if ":" in spec:
-            start, stop, step = (float(x) for x in spec.split(":"))
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            if ":" not in part:
+                values.add(float(part))
+                continue
+            start, stop, step = (float(x) for x in part.split(":"))
             if step <= 0 or stop < start:
-                raise ValueError
-            count = int(round((stop - start) / step)) + 1
-            values = [round(start + i * step, 6) for i in range(count)]
-            values = [v for v in values if v <= stop + 1e-9]
-        else:
-            values = sorted({float(x) for x in spec.split(",") if x.strip()})
+                raise ValueError(part)
+            count = round((stop - start) / step) + 1
+            values.update(v for v in (round(start + i * step, 6) for i in range(count)) if v <= stop + 1e-9)
     except ValueError as exc:
-        raise SimulationError(f"--sweep {spec!r}: expected START:STOP:STEP or a comma list of numbers") from exc
-    if not values or any(v < 0 for v in values):
+        raise SimulationError(f"--sweep {spec!r}: expected START:STOP:STEP parts or numbers, comma-separated") \
+            from exc
+    if not values or min(values) < 0:
         raise SimulationError(f"--sweep {spec!r}: thresholds must be >= 0")
-    return values
+    return sorted(values)
 
 
 def predict_all(specialist: Specialist, texts: Sequence[str], batch: int = _BATCH) -> list[Prediction]:
@@ -268,14 +273,24 @@ def render_rows(rows: list[list[str]]) -> str:
 
 def table_rows(sim: Simulation, every: float | None = 0.05,
                extra: Sequence[tuple[str, SweepPoint]] = ()) -> list[list[str]]:
-    """Header, policy row, `extra` rows, sweep rows at multiples of `every` (None: none), all-foundation."""
+    """Header, policy row, `extra` rows, sweep rows at multiples of `every` (None: none), all-escalated.
+
+    Consecutive sweep rows with the same outcome are merged into one ``a-b`` row.
+    """
     rows = [list(_COLUMNS), _row(f"{sim.policy.min_confidence:g} (policy)", sim.policy, sim.evaluated)]
     rows += [_row(label, p, sim.evaluated) for label, p in extra]
-    for p in sim.points if every else ():
-        steps = p.min_confidence / every
-        if abs(steps - round(steps)) < 1e-6 or p is sim.points[-1]:
-            rows.append(_row(f"{p.min_confidence:g}", p, sim.evaluated))
-    rows.append(_row("all to FM", sim.all_foundation, sim.evaluated))
+    shown = [p for p in sim.points if every and (abs(p.min_confidence / every - round(p.min_confidence / every))
+                                                 < 1e-6 or p is sim.points[-1])]
+    runs: list[list[SweepPoint]] = []
+    for p in shown:
+        if runs and (runs[-1][0].escalated_share, runs[-1][0].accuracy) == (p.escalated_share, p.accuracy):
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    for run in runs:
+        label = f"{run[0].min_confidence:g}" + (f"-{run[-1].min_confidence:g}" if len(run) > 1 else "")
+        rows.append(_row(label, run[0], sim.evaluated))
+    rows.append(_row("all escalated", sim.all_foundation, sim.evaluated))
     return rows
 
 
@@ -285,12 +300,12 @@ def describe(sim: Simulation) -> str:
         f"route {sim.route!r} ({sim.kind}), specialist {sim.specialist}@{sim.specialist_version}",
         f"rows: {sim.rows}" + (f", evaluated {sim.evaluated}, excluded {sim.excluded}" if sim.excluded else ""),
         f"foundation: {sim.foundation_source}",
-        f"prices: litellm table, {sim.pricing.model} (${sim.pricing.usd_per_prompt_token * 1e6:.3f} / "
-        f"${sim.pricing.usd_per_completion_token * 1e6:.3f} per 1M prompt / completion tokens)",
-        f"latency: specialist p50 {sim.specialist_latency_ms:.3f} ms ({sim.specialist_latency_source}) + "
-        f"escalated share x foundation {sim.foundation_latency_ms:g} ms (ASSUMED, --foundation-latency-ms)",
-        f"decide() check: policy point recomputed with router.decision.decide on all {sim.decide_checked_rows} "
-        "rows: identical",
+        (f"prices: litellm table, {sim.pricing.model} (${sim.pricing.usd_per_prompt_token * 1e6:.3f} / "
+        f"${sim.pricing.usd_per_completion_token * 1e6:.3f} per 1M prompt / completion tokens)"),
+        (f"latency: specialist p50 {sim.specialist_latency_ms:.3f} ms ({sim.specialist_latency_source}) + "
+        f"escalated share x foundation {sim.foundation_latency_ms:g} ms (ASSUMED, --foundation-latency-ms)"),
+        (f"decide() check: policy point recomputed with router.decision.decide on all {sim.decide_checked_rows} "
+        "rows: identical"),
     ]
     lines += [f"note: {n}" for n in sim.notes]
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from ruamel.yaml.representer import RoundTripRepresenter
 from .policy import LoadedPolicy, PolicyConfigError, load_policy, parse_policy
 from .simulate import Simulation, SweepPoint
 
-__all__ = ["choose_threshold", "write_threshold", "render_threshold"]
+__all__ = ["choose_threshold", "render_threshold", "write_threshold"]
 
 _DECIMALS = 6
 

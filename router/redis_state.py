@@ -1,0 +1,173 @@
+"""Redis as the replicas' shared state: the only module that imports redis.
+
+`RedisState` builds one client from `RedisSettings` (redis:// or rediss:// with ACL user and
+password in the URL, Sentinel, or Cluster) and offers the few operations the gateway needs:
+cache get/set, a short lock, float counters with expiry, a capped stream, publish/subscribe.
+Every operation fails open: an error or a timeout (the short `timeout_s`) returns None / False,
+is counted, and after `breaker_failures` consecutive errors Redis is not asked at all for
+`breaker_reset_s` (then one request probes it again), so a dead Redis costs no latency.
+
+Keys passed in carry a hash tag (`{...}`) where several keys of one request must share a
+Cluster slot; this module does not invent keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .settings import RedisSettings
+
+__all__ = ["RedisState", "RedisErrorSink"]
+
+log = logging.getLogger("router.redis")
+
+RedisErrorSink = Callable[[str], None]
+"""Called with "error" on each failed operation and "skipped" when the breaker is open."""
+
+_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+def _build(settings: RedisSettings) -> tuple[Any, Callable[[], Any]]:
+    """The command client, and a factory for a plain client used for pub/sub."""
+    url = settings.url.get_secret_value() if settings.url is not None else ""
+    common: dict[str, Any] = {"socket_timeout": settings.timeout_s, "socket_connect_timeout": settings.timeout_s}
+    if settings.sentinel_master:
+        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in settings.sentinels]
+        sentinel = Sentinel(hosts, sentinel_kwargs=common, **common, password=settings.sentinel_password or None)
+        client = sentinel.master_for(settings.sentinel_master, retry=Retry(NoBackoff(), 0), **common)
+        return client, lambda: sentinel.master_for(settings.sentinel_master or "", socket_timeout=None)
+    if settings.cluster:
+        client = RedisCluster.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+        return client, lambda: aioredis.Redis.from_url(url, socket_connect_timeout=settings.timeout_s)
+    client = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), max_connections=256, **common)
+    return client, lambda: aioredis.Redis.from_url(url, socket_connect_timeout=settings.timeout_s)
+
+
+class RedisState:
+    def __init__(self, settings: RedisSettings, on_error: RedisErrorSink) -> None:
+        self.settings = settings
+        self._on_error = on_error
+        self._client, self._pubsub_client = _build(settings)
+        self._failures = 0
+        self._open_until = 0.0
+
+    # ---- breaker -------------------------------------------------------------------------------
+    def available(self) -> bool:
+        if self._failures < self.settings.breaker_failures:
+            return True
+        return time.monotonic() >= self._open_until  # half-open: let a request probe
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        self._on_error("error")
+        if self._failures == self.settings.breaker_failures:
+            log.warning("redis unavailable (%s); not asking it for %.1fs", type(exc).__name__,
+                        self.settings.breaker_reset_s)
+        if self._failures >= self.settings.breaker_failures:
+            self._open_until = time.monotonic() + self.settings.breaker_reset_s
+
+    def _ok(self) -> None:
+        if self._failures >= self.settings.breaker_failures:
+            log.info("redis reachable again")
+        self._failures = 0
+
+    async def _run(self, op: str, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        if not self.available():
+            self._on_error("skipped")
+            return False, None
+        try:
+            result = await getattr(self._client, op)(*args, **kwargs)
+        except _ERRORS as exc:
+            self._failed(exc)
+            return False, None
+        self._ok()
+        return True, result
+
+    # ---- operations ----------------------------------------------------------------------------
+    async def get(self, key: str) -> tuple[bool, bytes | None]:
+        """(reached Redis, value)."""
+        return await self._run("get", key)
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
+        ok, _ = await self._run("set", key, value, ex=ttl_s)
+        return ok
+
+    async def acquire(self, key: str, ttl_ms: int) -> bool:
+        """A short lock (SET NX PX). False when held elsewhere or Redis is unreachable."""
+        ok, result = await self._run("set", key, b"1", nx=True, px=ttl_ms)
+        return ok and bool(result)
+
+    async def release(self, key: str) -> None:
+        await self._run("delete", key)
+
+    async def exists(self, key: str) -> bool | None:
+        ok, result = await self._run("exists", key)
+        return bool(result) if ok else None
+
+    async def add_float(self, key: str, amount: float, ttl_s: int) -> float | None:
+        """INCRBYFLOAT with an expiry; the new total, or None when Redis is unreachable."""
+        ok, result = await self._run("incrbyfloat", key, amount)
+        if not ok:
+            return None
+        await self._run("expire", key, ttl_s, nx=True)
+        return float(result)
+
+    async def get_float(self, key: str) -> float | None:
+        ok, result = await self._run("get", key)
+        if not ok:
+            return None
+        return float(result) if result is not None else 0.0
+
+    async def append_stream(self, stream: str, fields: Mapping[str, str | float], maxlen: int,
+                            min_id: str | None = None) -> bool:
+        kwargs: dict[str, Any] = {"maxlen": maxlen, "approximate": True} if min_id is None else {
+            "minid": min_id, "approximate": True}
+        ok, _ = await self._run("xadd", stream, dict(fields), **kwargs)
+        if ok and min_id is not None:
+            await self._run("xtrim", stream, maxlen=maxlen, approximate=True)
+        return ok
+
+    async def publish(self, channel: str, message: bytes) -> bool:
+        ok, _ = await self._run("publish", channel, message)
+        return ok
+
+    async def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+        """Messages on `channel`, forever; reconnects with a pause after errors."""
+        while True:
+            client = self._pubsub_client()
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                async for msg in pubsub.listen():
+                    if msg.get("type") == "message":
+                        yield bytes(msg["data"])
+            except _ERRORS as exc:
+                log.info("policy subscription lost (%s); retrying", type(exc).__name__)
+            finally:
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except _ERRORS:
+                    pass
+            await asyncio.sleep(1.0)
+
+    async def ping(self) -> bool:
+        try:
+            await self._client.ping()
+        except _ERRORS:
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self._client.aclose()
