@@ -8,7 +8,7 @@ live calls), resolves the price model and runs the sweep.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from specialists import SpecialistSet
@@ -121,7 +121,7 @@ def run_offline(req: OfflineRequest, settings: Settings | None = None) -> tuple[
     pricing = load_pricing(name, explicit)
     sim = simulate(req.route, route, specialist, data, outcomes, pricing, thresholds, req.foundation_latency_ms)
     if unchecked:
-        sim.notes.append(unchecked)
+        sim = replace(sim, notes=[*sim.notes, unchecked])
     return sim, loaded
 
 

@@ -63,8 +63,12 @@ class Coalescer:
             reached, value = await state.get(key)
             if value is not None:
                 return value, False
-            if not reached or not await state.exists(lock):
-                break  # the holder gave up (or Redis went away): answer ourselves
+            if not reached:
+                if not state.available():
+                    break  # Redis is gone (breaker open): answer ourselves
+                continue  # a slow poll: keep waiting for the holder
+            if await state.exists(lock) is False:
+                break  # the holder finished without an answer (it failed): answer ourselves
         return await self._compute_and_store(key, ttl_s, compute), True
 
     async def _compute_and_store(self, key: str, ttl_s: int, compute: Callable[[], Awaitable[bytes]]) -> bytes:

@@ -221,7 +221,9 @@ def assumed_outcomes(data: LabeledData, class_labels: Sequence[str], prompt: str
     if completion_tokens is not None:
         completion = np.full(len(data.texts), float(completion_tokens))
     source = (f"ASSUMED foundation accuracy {accuracy:g} (no replay: every escalated input counts "
-              f"{accuracy:g} of a correct answer; token counts estimated from text length)")
+              f"{accuracy:g} of a correct answer; prompt tokens estimated from text length, completion "
+              + (f"tokens assumed {completion_tokens} per call)" if completion_tokens is not None
+                 else "tokens from the label length)"))
     return FoundationOutcomes(np.full(len(data.texts), accuracy), prompt_tokens, completion, source)
 
 

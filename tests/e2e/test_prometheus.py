@@ -33,6 +33,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from router.app import create_app
+from router.decision import REASONS
+from router.metrics import GatewayMetrics
 from router.settings import Settings
 from tests.e2e._traffic import BROKEN_ROUTE, send_traffic
 from tests.fake_upstream import Upstream
@@ -44,6 +46,7 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "hybrid-router.json"
 DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTS_YML = DEPLOY / "prometheus" / "alerts.yml"
+METRICS_MD = ROOT / "docs" / "metrics.md"
 DATASOURCE_UID = "prometheus"
 JOB = "hybrid-router"
 # What the dashboard's variables stand for in this test: every route, and windows that hold
@@ -51,6 +54,7 @@ JOB = "hybrid-router"
 SUBSTITUTIONS = {"route": ".*", "__rate_interval": "1m", "__interval": "1s", "__range": "5m",
                  "__range_s": "300", "__interval_ms": "1000"}
 _VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
+_METRIC = re.compile(r"\bhybrid_router_\w+")
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -101,7 +105,36 @@ def _scraped_total(registry: CollectorRegistry, metric: str) -> float:
     return sum(s.value for m in registry.collect() for s in m.samples if s.name == metric)
 
 
+def _exported_names() -> set[str]:
+    """Every sample name the gateway can export (with _total, _bucket, _sum, _count, _created)."""
+    metrics = GatewayMetrics(CollectorRegistry())
+    names = set()
+    for metric in metrics.registry.collect():
+        suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"],
+                    "gauge": [""]}[metric.type]
+        names |= {metric.name + s for s in suffixes}
+    return names
+
+
 # ---- static checks -----------------------------------------------------------------------------
+def test_docs_cover_every_metric_and_reason() -> None:
+    text = METRICS_MD.read_text()
+    families = {m.name for m in GatewayMetrics(CollectorRegistry()).registry.collect()}
+    documented = {n.removesuffix("_total") for n in _METRIC.findall(text)}
+    assert families - documented == set(), "metrics missing from docs/metrics.md"
+    assert [r for r in REASONS if f"`{r}`" not in text] == [], "reasons missing from docs/metrics.md"
+
+
+def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
+    dash = _dashboard()
+    exprs = [t["expr"] for p in _panels(dash) for t in p.get("targets", [])]
+    exprs += [a["expr"] for a in dash["annotations"]["list"] if not a.get("builtIn")]
+    exprs += [v["definition"] for v in dash["templating"]["list"]]
+    exprs += [r["expr"] for r in _alert_rules()]
+    used = {name for e in exprs for name in _METRIC.findall(e)}
+    assert used - _exported_names() == set()
+
+
 def test_dashboard_uses_one_datasource_and_defines_its_variables() -> None:
     dash = _dashboard()
     defined = {v["name"] for v in dash["templating"]["list"]}
@@ -197,7 +230,7 @@ class _Prometheus:
             try:
                 if check():
                     return
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):  # not listening yet, or a 503 text while starting
                 pass
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}:\n{self.log.read_text()}")
@@ -263,6 +296,7 @@ def test_dashboard_and_alert_queries_against_live_prometheus(
 
     prom = _Prometheus(prometheus_bin, tmp_path, server.url.removeprefix("http://"))
     try:
+        prom.wait("prometheus to be ready", lambda: prom.http.get("/-/ready").status_code == 200)
         prom.wait("the gateway target to be up",
                   lambda: list(prom.values(f'up{{job="{JOB}"}}').values()) == [1.0])
 
