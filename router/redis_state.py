@@ -61,6 +61,9 @@ class RedisState:
         self._client, self._pubsub_client = _build(settings)
         self._failures = 0
         self._open_until = 0.0
+        # A Cluster client discovers its nodes once; concurrent first commands must not race it.
+        self._initialized = not settings.cluster
+        self._init_lock = asyncio.Lock()
 
     # ---- breaker -------------------------------------------------------------------------------
     def available(self) -> bool:
@@ -87,8 +90,16 @@ class RedisState:
             self._on_error("skipped")
             return False, None
         try:
+            if not self._initialized:
+                async with self._init_lock:
+                    if not self._initialized:
+                        await self._client.initialize()
+                        self._initialized = True
             result = await getattr(self._client, op)(*args, **kwargs)
-        except _ERRORS as exc:
+        except Exception as exc:  # noqa: BLE001 - the fail-open boundary: see below
+            # redis-py raises its own errors, OSError and TimeoutError, but under connection
+            # resets also leaks internals (AttributeError on a closed writer). Whatever Redis
+            # does must not fail a request: count it and treat it as unreachable.
             self._failed(exc)
             return False, None
         self._ok()

@@ -75,7 +75,8 @@ def _free_port() -> int:
 
 
 def _dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return dashboard
 
 
 def _panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -101,8 +102,19 @@ def _alert_rules() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
-def _scraped_total(registry: CollectorRegistry, metric: str) -> float:
-    return sum(s.value for m in registry.collect() for s in m.samples if s.name == metric)
+def _scraped_total(registry: CollectorRegistry, metric: str, **labels: str) -> float:
+    return sum(s.value for m in registry.collect() for s in m.samples
+               if s.name == metric and labels.items() <= s.labels.items())
+
+
+def _reload(registry: CollectorRegistry, policy: Path, text: str, result: str) -> None:
+    """Rewrite the policy file and wait for the gateway's file watcher to count the reload."""
+    before = _scraped_total(registry, "hybrid_router_policy_reloads_total", result=result)
+    policy.write_text(text)
+    deadline = time.monotonic() + 10
+    while _scraped_total(registry, "hybrid_router_policy_reloads_total", result=result) == before:
+        assert time.monotonic() < deadline, f"no {result} policy reload counted"
+        time.sleep(0.05)
 
 
 def _exported_names() -> set[str]:
@@ -195,7 +207,7 @@ def test_every_alert_has_for_severity_and_annotations() -> None:
 def test_promtool_accepts_config_and_rules() -> None:
     _, promtool = _binaries()
     for args in (["check", "config", str(PROMETHEUS_YML)], ["check", "rules", str(ALERTS_YML)]):
-        done = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=30)
+        done = subprocess.run([promtool, *args], check=False, capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
 
 
@@ -258,8 +270,13 @@ class _Prometheus:
 
 
 @pytest.fixture
+def prometheus_bin() -> str:
+    return _binaries()[0]
+
+
+@pytest.fixture
 def gateway(write_policy: Callable[..., Path], make_settings: Callable[..., Settings], upstream: Upstream,
-            redis_db: redis.Redis) -> Iterator[tuple[ServerThread, CollectorRegistry, set[str]]]:
+            redis_db: redis.Redis) -> Iterator[tuple[ServerThread, CollectorRegistry, set[str], Path]]:
     """The gateway on a free port: default.yaml's routes on the fake upstream, plus a route whose
     foundation alias answers 500 (the degraded path)."""
 
@@ -275,19 +292,18 @@ def gateway(write_policy: Callable[..., Path], make_settings: Callable[..., Sett
     policy = write_policy(edit=edit)
     routes = set(yaml.safe_load(policy.read_text())["routes"])
     registry = CollectorRegistry()
-    server = ServerThread(create_app(make_settings(policy), registry=registry)).start()
+    server = ServerThread(create_app(make_settings(policy, policy_poll_s=0.2), registry=registry)).start()
     try:
-        yield server, registry, routes
+        yield server, registry, routes, policy
     finally:
         server.stop()
 
 
 @pytest.mark.redis
 def test_dashboard_and_alert_queries_against_live_prometheus(
-    gateway: tuple[ServerThread, CollectorRegistry, set[str]], tmp_path: Path
+    prometheus_bin: str, gateway: tuple[ServerThread, CollectorRegistry, set[str], Path], tmp_path: Path
 ) -> None:
-    prometheus_bin, _ = _binaries()
-    server, registry, routes = gateway
+    server, registry, routes, policy_path = gateway
     with httpx.Client(base_url=server.url, timeout=10) as client:
         deadline = time.monotonic() + 30
         while client.get("/readyz").status_code != 200:  # litellm loads in the background
@@ -300,8 +316,13 @@ def test_dashboard_and_alert_queries_against_live_prometheus(
         prom.wait("the gateway target to be up",
                   lambda: list(prom.values(f'up{{job="{JOB}"}}').values()) == [1.0])
 
-        # Traffic in rounds across several scrapes, so every counter has moved between samples.
-        paths = send_traffic(server.url, routes, rounds=8, pause_s=0.25)
+        # Traffic in rounds across several scrapes, so every counter has moved between samples;
+        # between the halves the policy file changes (a hot reload, a new policy version) and
+        # then becomes invalid (a rejected reload), for the annotations and the reload alert.
+        paths = send_traffic(server.url, routes, rounds=4, pause_s=0.25)
+        _reload(registry, policy_path, policy_path.read_text() + "\n# changed by test_prometheus\n", "ok")
+        paths += send_traffic(server.url, routes, rounds=4, pause_s=0.25)
+        _reload(registry, policy_path, "version: 2\n", "invalid")
         assert {"specialist", "foundation", "cache", "degraded"} <= set(paths), paths
         assert sum(paths.values()) >= 200, paths
 
@@ -329,6 +350,8 @@ def test_dashboard_and_alert_queries_against_live_prometheus(
                 body = prom.query(_substitute(ann["expr"]))
                 if body.get("status") != "success":
                     failures.append(f"annotation {ann['name']!r}: {body.get('error')}")
+                elif not body["data"]["result"]:
+                    failures.append(f"annotation {ann['name']!r}: nothing marked after a policy reload")
         for var in dash["templating"]["list"]:
             m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", var["definition"])
             assert m, f"variable {var['name']}: unexpected query {var['definition']!r}"
@@ -346,6 +369,9 @@ def test_dashboard_and_alert_queries_against_live_prometheus(
         if set(states) != expected:
             failures.append(f"rules loaded by prometheus {sorted(states)} != alerts.yml {sorted(expected)}")
         failures += [f"rule {name}: health {h} {err}" for name, (h, err) in states.items() if h != "ok"]
+        active = {r["name"] for g in loaded for r in g["rules"] if r.get("state") in ("pending", "firing")}
+        if "HybridRouterPolicyReloadFailed" not in active:
+            failures.append(f"HybridRouterPolicyReloadFailed is not pending after a rejected reload: {sorted(active)}")
         assert not failures, "\n".join(failures)
     finally:
         prom.stop()

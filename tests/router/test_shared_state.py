@@ -74,7 +74,7 @@ def test_identical_concurrent_escalations_make_one_call_across_replicas(
     text = "a slow , slow film . [[label:positive]]"
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda gw: classify(gw, text), [a, b, a, b, a, b]))
-    assert len(upstream.received) == 1, [(r["path"], r["reason"], r["latency_ms"]) for r in results] + [(x["model"], x.get("max_tokens")) for x in upstream.received]
+    assert len(upstream.received) == 1, [(r["path"], r["reason"], r["latency_ms"]) for r in results]
     assert {r["label"] for r in results} == {"positive"}
     paths = sorted(r["path"] for r in results)
     assert paths.count("foundation") == 1 and paths.count("cache") == 5
@@ -90,7 +90,7 @@ def test_budget_spent_on_one_replica_stops_the_other(
 
     a, b = replicas(edit=tiny_budget)
     assert classify(a, "first unsure film .")["path"] == "foundation"
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while True:  # b reads the shared total within its one-second refresh
         result = classify(b, f"another unsure film {time.monotonic()} .")
         if result["path"] == "degraded":

@@ -36,8 +36,11 @@ def _write(path: Path, rows: list[dict[str, str]]) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("tiny_data")
-    return {"train": _write(d / "train.jsonl", _rows(300, 1)), "dev": _write(d / "dev.jsonl", _rows(80, 2)),
-            "test": _write(d / "test.jsonl", _rows(120, 3))}
+    return {
+        "train": _write(d / "train.jsonl", _rows(300, 1)),
+        "dev": _write(d / "dev.jsonl", _rows(80, 2)),
+        "test": _write(d / "test.jsonl", _rows(120, 3)),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +48,22 @@ def tiny_dir(tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     from specialists.training.cli import main
 
     out = tmp_path_factory.mktemp("tiny_model") / "tiny"
-    rc = main(["train", "--name", "tiny", "--train", str(tiny_data["train"]), "--dev", str(tiny_data["dev"]),
-               "--test", str(tiny_data["test"]), "--out", str(out), "--char-ngrams", "--no-speed"])
+    rc = main(
+        [
+            "train",
+            "--name",
+            "tiny",
+            "--train",
+            str(tiny_data["train"]),
+            "--dev",
+            str(tiny_data["dev"]),
+            "--test",
+            str(tiny_data["test"]),
+            "--out",
+            str(out),
+            "--char-ngrams",
+            "--no-speed",
+        ]
+    )
     assert rc == 0
     return out

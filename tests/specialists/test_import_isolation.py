@@ -20,7 +20,14 @@ print("LOADED:" + ",".join(bad))
 
 
 def test_runtime_imports_no_training_modules() -> None:
-    proc = subprocess.run([sys.executable, "-c", _PROBE], check=False, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=60, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "LOADED:\n" in proc.stdout or proc.stdout.strip() == "LOADED:", proc.stdout

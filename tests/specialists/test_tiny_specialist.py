@@ -24,8 +24,21 @@ def _reference(tiny_data: dict[str, Path]) -> tuple[object, list[str]]:
 
 def test_manifest_fields(tiny_dir: Path) -> None:
     manifest = json.loads((tiny_dir / "manifest.json").read_text())
-    for key in ("name", "task", "version", "sha256", "classes", "oos_label", "input", "io", "opset",
-                "novelty", "metrics", "source", "trained_with"):
+    for key in (
+        "name",
+        "task",
+        "version",
+        "sha256",
+        "classes",
+        "oos_label",
+        "input",
+        "io",
+        "opset",
+        "novelty",
+        "metrics",
+        "source",
+        "trained_with",
+    ):
         assert key in manifest, key
     assert manifest["version"] == manifest["sha256"]["model.onnx"][:16]
     metrics = manifest["metrics"]
@@ -62,8 +75,18 @@ def test_batch_equals_single(tiny_dir: Path, tiny_data: dict[str, Path]) -> None
     assert spec.predict([]) == []
 
 
-@pytest.mark.parametrize("text", ["", " \t\n ", "x" * 100_000, "\x00\x01\x1b[31m\x7f bell\x07",
-                                  "\ud800", "caf\udcff \U0001f600 ☃ żółć", "great" * 3000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " \t\n ",
+        "x" * 100_000,
+        "\x00\x01\x1b[31m\x7f bell\x07",
+        "\ud800",
+        "caf\udcff \U0001f600 ☃ żółć",
+        "great" * 3000,
+    ],
+)
 def test_weird_inputs_never_crash(tiny_dir: Path, text: str) -> None:
     spec = Specialist(tiny_dir)
     for pred in (spec.predict_one(text), spec.predict([text])[0]):

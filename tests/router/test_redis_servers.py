@@ -1,0 +1,153 @@
+"""Against Redis servers the tests start themselves: a 3-master Cluster, and a server that is
+stopped and restarted in the middle of traffic (never the machine's shared Redis)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+from redis.cluster import RedisCluster
+
+from router.app import create_app
+from router.settings import FoundationSettings, RedisSettings, Settings
+from tests.gateway_process import free_port
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} not found (CI installs redis-server)")
+        pytest.skip(f"{name} not found: install Debian's redis-server to run this test")
+    return path
+
+
+class RedisServer:
+    def __init__(self, workdir: Path, port: int | None = None, *extra: str) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            [_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def _settings(write_policy: Callable[..., Path], redis_settings: RedisSettings) -> Settings:
+    def edit(doc: Any) -> None:
+        doc["routes"]["sentiment"]["min_confidence"] = 1.0
+
+    return Settings(policy_path=write_policy(edit=edit), redis=redis_settings, foundation=FoundationSettings(),
+                    _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[int]]:
+    servers = []
+    for i in range(3):
+        d = tmp_path / f"node{i}"
+        d.mkdir()
+        servers.append(RedisServer(d, None, "--cluster-enabled", "yes", "--cluster-config-file",
+                                   str(d / "nodes.conf"), "--cluster-node-timeout", "2000").start())
+    ports = [s.port for s in servers]
+    try:
+        subprocess.run([_binary("redis-cli"), "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 15
+        while b"cluster_state:ok" not in subprocess.run(
+                [_binary("redis-cli"), "-p", str(ports[0]), "cluster", "info"], capture_output=True).stdout:
+            assert time.monotonic() < deadline, "cluster did not become ok"
+            time.sleep(0.1)
+        yield ports
+    finally:
+        for s in servers:
+            s.stop()
+
+
+async def test_gateway_on_a_three_master_cluster(cluster: list[int], write_policy: Callable[..., Path]) -> None:
+    settings = _settings(write_policy, RedisSettings(url=f"redis://127.0.0.1:{cluster[0]}", cluster=True,
+                                                     timeout_s=0.5))
+    registry = CollectorRegistry()
+    app = create_app(settings, registry=registry)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        texts = [f"film number {i} [[label:positive]]" for i in range(12)]
+        first = await client.post("/v1/classify", json={"task": "sentiment", "input": texts})
+        assert {r["path"] for r in first.json()["results"]} == {"foundation"}
+        again = await client.post("/v1/classify", json={"task": "sentiment", "input": texts})
+        assert {r["path"] for r in again.json()["results"]} == {"cache"}
+        assert (await client.get("/readyz")).json()["cache"]["state"] == "ok"
+        await app.state.gateway.escalation_log.drain()
+        await app.state.gateway.cache.close()
+    assert registry.get_sample_value("hybrid_router_cache_events_total", {"event": "error"}) is None
+    rc = RedisCluster(host="127.0.0.1", port=cluster[0])
+    keys = [k for node_keys in [rc.keys(target_nodes=RedisCluster.ALL_NODES)] for k in node_keys]
+    resp = [k for k in keys if k.startswith(b"gw:v1:resp:")]
+    assert len(resp) == 12
+    assert len({rc.keyslot(k) for k in resp}) > 1, "answers spread over the cluster's slots"
+    assert rc.xlen("gw:v1:escalations") == 12
+    rc.close()
+
+
+async def test_redis_restarted_mid_traffic_loses_no_request(tmp_path: Path, write_policy: Callable[..., Path]) -> None:
+    server = RedisServer(tmp_path).start()
+    settings = _settings(write_policy, RedisSettings(url=f"redis://127.0.0.1:{server.port}/0", timeout_s=0.05,
+                                                     breaker_failures=3, breaker_reset_s=0.5))
+    registry = CollectorRegistry()
+    app = create_app(settings, registry=registry)
+    statuses: list[int] = []
+    paths: list[str] = []
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            async def send(n: int) -> None:
+                for i in range(n):
+                    r = await client.post("/v1/classify", json={"task": "sentiment", "input": f"film {i % 5} ."})
+                    statuses.append(r.status_code)
+                    paths.append(r.json().get("path", "?"))
+
+            await send(20)
+            server.stop()
+            await send(40)  # Redis down: served from foundation / degraded, never an error
+            server.start()
+            deadline = time.monotonic() + 10
+            while (await client.get("/readyz")).json()["cache"]["state"] != "ok":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            time.sleep(0.6)  # past the breaker's reset: the next request probes Redis again
+            await send(20)
+            await app.state.gateway.cache.close()
+    finally:
+        server.stop()
+    assert set(statuses) == {200}
+    assert registry.get_sample_value("hybrid_router_cache_events_total", {"event": "error"}) >= 1
+    assert paths[-5:] == ["cache"] * 5, "after the restart, answers are cached and served again"
