@@ -32,6 +32,7 @@ from .metrics import GatewayMetrics
 from .policy import load_policy
 from .pricing import PriceTable
 from .redis_state import RedisState
+from .shadow import ShadowChecker
 from .reload import PolicyReloader
 from .routes import build_admin_routes, build_routes, request_id
 from .settings import Settings, read_secret_env
@@ -68,7 +69,8 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
     log.info("policy %s version %s; specialists: %s; cache: %s", policy.path, policy.version,
              ", ".join(f"{n}@{specialists[n].version}" for n in specialists), cache.backend)
     return Gateway(policy, specialists, cache, escalator, metrics, BudgetTracker(policy.policy.budgets, state),
-                   Coalescer(cache, settings.redis.lock_ttl_ms), EscalationLog(state), settings.cpu_usd_per_core_hour)
+                   Coalescer(cache, settings.redis.lock_ttl_ms), EscalationLog(state), ShadowChecker(metrics),
+                   settings.cpu_usd_per_core_hour)
 
 
 def _render(request: Request, exc: GatewayError) -> Response:
@@ -123,6 +125,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         finally:
             budget_sync.cancel()
             await reloader.stop()
+            await gw.shadow.drain()
             await gw.escalation_log.drain()
             await gw.cache.close()
 

@@ -6,7 +6,8 @@ a closed set (they become metric labels):
 - Answer:   ``confident``
 - Escalate: ``low_confidence``, ``escalate_label`` (e.g. out-of-scope), ``novel_input``,
   ``no_canned_answer`` (chat route), ``specialist_error``, ``request_type`` (auto route tier),
-  ``passthrough`` (a foundation alias was named directly)
+  ``passthrough`` (a foundation alias was named directly), ``shadow_drift`` (the route is
+  escalated whole because shadow agreement fell below the policy's bound; set by the gateway)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ EscalateReason = Literal[
     "specialist_error",
     "request_type",
     "passthrough",
+    "shadow_drift",
 ]
 
 REASONS: tuple[str, ...] = (
@@ -39,6 +41,7 @@ REASONS: tuple[str, ...] = (
     "specialist_error",
     "request_type",
     "passthrough",
+    "shadow_drift",
     # outcomes decided after escalation, by the gateway:
     "cache_hit",
     "coalesced",

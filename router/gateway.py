@@ -28,6 +28,7 @@ from .escalation import Escalator, InvalidLabelError
 from .escalation_log import EscalationLog
 from .metrics import GatewayMetrics
 from .policy import AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy
+from .shadow import ShadowChecker
 
 __all__ = ["Gateway", "Outcome", "normalize"]
 
@@ -89,8 +90,10 @@ class Gateway:
         budget: BudgetTracker,
         coalescer: Coalescer,
         escalation_log: EscalationLog,
+        shadow: ShadowChecker,
         cpu_usd_per_core_hour: float,
     ) -> None:
+        self.shadow = shadow
         self.coalescer = coalescer
         self.escalation_log = escalation_log
         self.policy = policy
@@ -196,9 +199,10 @@ class Gateway:
                                               retry_after_s=5)
             slots: list[int] = []
             jobs = []
+            drifted = route_name in self.shadow.tripped
             for j, i in enumerate(misses):
                 pred = preds[j] if preds is not None else None
-                decision = decide(route, pred)
+                decision = Escalate("shadow_drift", route.escalate_to) if drifted else decide(route, pred)
                 if isinstance(decision, Answer):
                     assert pred is not None
                     outcomes[i] = Outcome(
@@ -206,6 +210,7 @@ class Gateway:
                         self.avoided_cost(route.escalate_to, texts[i]), 0.0, policy.version,
                         specialist.version, pred.novelty,
                     )
+                    self._maybe_shadow(policy, route_name, route, specialist, texts[i], decision.label)
                 else:
                     slots.append(i)
                     jobs.append(self._escalate(policy, route_name, route, specialist, texts[i], keys[i], pred,
@@ -221,6 +226,21 @@ class Gateway:
             self.observe(o, elapsed)
             done.append(o)
         return policy, done
+
+    def _maybe_shadow(self, policy: LoadedPolicy, route_name: str, route: ClassifyRoute, specialist: Specialist,
+                      text: str, label: str) -> None:
+        shadow = policy.policy.shadow
+        alias = route.escalate_to
+        if alias is None or not self.shadow.sampled(shadow) or self.foundation_open(alias) is not None:
+            return
+
+        async def ask() -> str:
+            result = await self.escalator.classify(alias, specialist.classes, text, route.prompt)
+            await self.budget.add(result.usage.cost_usd)
+            self.metrics.cost.labels("shadow", result.alias).inc(result.usage.cost_usd)
+            return result.label
+
+        self.shadow.check(shadow, route_name, label, ask)
 
     async def _escalate(
         self,

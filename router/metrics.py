@@ -67,6 +67,15 @@ class GatewayMetrics:
             ["route"], buckets=PROBABILITY_BUCKETS, registry=registry)
         self.specialist_errors = Counter(
             _P + "specialist_errors", "Specialist inference failures by route.", ["route"], registry=registry)
+        self.shadow = Counter(
+            _P + "shadow_checks", "Shadow comparisons of specialist answers with the foundation model, by "
+            "route and outcome (agree, disagree, error).", ["route", "outcome"], registry=registry)
+        self.shadow_agreement = Gauge(
+            _P + "shadow_agreement", "Agreement over the route's last shadow window (0..1).", ["route"],
+            registry=registry)
+        self.shadow_tripped = Gauge(
+            _P + "shadow_tripped", "1 while a route escalates every request after low shadow agreement.",
+            ["route"], registry=registry)
         self.policy_info = Gauge(
             _P + "policy_info", "1 for the policy version being served.", ["version"], registry=registry)
         self.policy_reloads = Counter(

@@ -113,7 +113,17 @@ class Budgets(_Strict):
 
 
 class Shadow(_Strict):
+    """Population-level drift check: a sample of specialist answers is re-asked of the foundation model."""
+
     sample_rate: Probability = 0.0
+    """Share of specialist-answered classification requests also sent to the route's alias."""
+    window: int = Field(200, ge=10)
+    """Agreement is measured over the last `window` shadowed answers of a route."""
+    min_agreement: Probability = 0.85
+    on_low_agreement: Literal["alert", "escalate_route"] = "alert"
+    """`alert`: metrics only. `escalate_route`: every request of the route escalates until an
+    operator resets it (POST /admin/shadow/reset) or reloads the policy."""
+    max_in_flight: int = Field(8, ge=1)
 
 
 class EscalationLog(_Strict):

@@ -65,6 +65,12 @@ class PolicyReloader:
     def current(self) -> LoadedPolicy:
         return self._gw.policy
 
+    def shadow_status(self) -> dict[str, dict[str, object]]:
+        return self._gw.shadow.status()
+
+    def shadow_reset(self, route: str | None) -> list[str]:
+        return self._gw.shadow.reset(route)
+
     def apply(self, loaded: LoadedPolicy) -> None:
         """Swap `loaded` in (it has been validated against the loaded specialists)."""
         gw = self._gw
@@ -72,6 +78,7 @@ class PolicyReloader:
         gw.budget.configure(loaded.policy.budgets)
         gw.policy = loaded  # the swap: one attribute assignment, atomic for the event loop
         gw.metrics.set_policy_version(loaded.version)
+        gw.shadow.reset()  # a new policy is the operator acting: routes escalated for drift resume
 
     async def reload(self, trigger: str) -> ReloadResult:
         async with self._lock:

@@ -149,14 +149,20 @@ def build_admin_routes(reloader: PolicyReloader, token: str | None) -> list[Rout
         check(request)
         gw_policy = reloader.current()
         return _json({"version": gw_policy.version, "path": gw_policy.path, "last_reload": reloader.last.to_dict(),
-                      "routes": sorted(gw_policy.policy.routes)}, request)
+                      "routes": sorted(gw_policy.policy.routes), "shadow": reloader.shadow_status()}, request)
 
     async def reload(request: Request) -> Response:
         check(request)
         result = await reloader.reload("admin")
         return _json(result.to_dict(), request, status=200 if result.ok else 422)
 
+    async def shadow_reset(request: Request) -> Response:
+        check(request)
+        route = request.query_params.get("route")
+        return _json({"reset": reloader.shadow_reset(route)}, request)
+
     return [
+        Route("/admin/shadow/reset", shadow_reset, methods=["POST"]),
         Route("/admin/policy", policy, methods=["GET"]),
         Route("/admin/policy/reload", reload, methods=["POST"]),
     ]
