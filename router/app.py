@@ -35,15 +35,16 @@ from .redis_state import RedisState
 from .shadow import ShadowChecker
 from .reload import PolicyReloader
 from .routes import build_admin_routes, build_routes, request_id
-from .settings import Settings, read_secret_env
+from .settings import Settings, multiprocess_metrics_dir, read_secret_env
 
-__all__ = ["create_app", "build_gateway"]
+__all__ = ["create_app", "create_app_from_env", "build_gateway"]
 
 log = logging.getLogger("router.app")
 
 
 def build_gateway(settings: Settings, registry: CollectorRegistry | None = None) -> Gateway:
-    metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
+    metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry(),
+                             settings.metrics_dir or multiprocess_metrics_dir())
     specialists = SpecialistSet.load(settings.specialists_dir)
     policy = load_policy(settings.policy_path, {n: specialists[n].classes for n in specialists})
     metrics.set_policy_version(policy.version)
@@ -107,6 +108,13 @@ async def _refresh_budget(gw: Gateway) -> None:
     while True:
         await asyncio.sleep(1.0)
         await gw.budget.refresh()
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for uvicorn's worker processes: each builds its own app from the environment."""
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    return create_app(settings)
 
 
 def create_app(settings: Settings | None = None, registry: CollectorRegistry | None = None) -> Starlette:

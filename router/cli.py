@@ -29,11 +29,14 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (ROUTER_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (ROUTER_PORT).")] = None,
     policy: Annotated[Path | None, typer.Option(help="Policy YAML (ROUTER_POLICY_PATH).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (ROUTER_WORKERS).")] = None,
 ) -> None:
     """Run the gateway."""
+    import os
+    import tempfile
+
     import uvicorn
 
-    from .app import create_app
     from .settings import Settings
 
     overrides: dict[str, Any] = {}
@@ -42,12 +45,27 @@ def serve(
     if port is not None:
         overrides["port"] = port
     if policy is not None:
-        overrides["policy_path"] = policy
+        overrides["policy_path"] = policy.resolve()
+    if workers is not None:
+        overrides["workers"] = workers
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    application = create_app(settings)
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=False, loop="uvloop", http="httptools")
+    common: dict[str, Any] = {"host": settings.host, "port": settings.port, "access_log": False,
+                              "log_level": settings.log_level.lower(), "loop": "uvloop", "http": "httptools"}
+    if settings.workers == 1:
+        from .app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Several workers: each process builds its app from the environment, so the options given
+    # here travel as ROUTER_* variables; metrics are aggregated through one multiprocess directory.
+    metrics_dir = settings.metrics_dir or Path(tempfile.mkdtemp(prefix="hybrid-router-metrics-"))
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    for key, value in overrides.items():
+        os.environ[f"ROUTER_{key.upper()}"] = str(value)
+    uvicorn.run("router.app:create_app_from_env", factory=True, workers=settings.workers, **common)
 
 
 @policy_app.command("check")

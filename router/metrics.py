@@ -1,7 +1,10 @@
 """Prometheus metrics of the gateway: the only prometheus_client importer.
 
 `GatewayMetrics(registry)` builds every metric once per app against an injected registry (tests
-pass a fresh `CollectorRegistry`). Label values come only from closed sets: route and alias names
+pass a fresh `CollectorRegistry`). With several workers, prometheus_client's multiprocess mode is
+used (`multiprocess_dir`, set by `hybrid-router serve --workers N` through
+PROMETHEUS_MULTIPROC_DIR before any worker starts): each worker writes its values to files there
+and `/metrics`, whichever worker answers it, aggregates all of them. Label values come only from closed sets: route and alias names
 from the loaded policy, paths, reasons (`decision.REASONS`), stages, outcomes and token kinds
 listed here. Never prompts, user ids or free model strings. The full set is documented in
 `docs/metrics.md`.
@@ -9,8 +12,11 @@ listed here. Never prompts, user ids or free model strings. The full set is docu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = ["GatewayMetrics", "CONTENT_TYPE_LATEST", "PATHS", "STAGES"]
 
@@ -27,8 +33,10 @@ _P = "hybrid_router_"
 
 
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, multiprocess_dir: Path | None = None) -> None:
         self.registry = registry
+        self._multiprocess_dir = multiprocess_dir
+        self._policy_version: str | None = None
         self.requests = Counter(
             _P + "requests", "Answered requests (one per input) by route, path taken and reason.",
             ["route", "path", "reason"], registry=registry)
@@ -72,22 +80,31 @@ class GatewayMetrics:
             "route and outcome (agree, disagree, error).", ["route", "outcome"], registry=registry)
         self.shadow_agreement = Gauge(
             _P + "shadow_agreement", "Agreement over the route's last shadow window (0..1).", ["route"],
-            registry=registry)
+            registry=registry, multiprocess_mode="mostrecent")
         self.shadow_tripped = Gauge(
             _P + "shadow_tripped", "1 while a route escalates every request after low shadow agreement.",
-            ["route"], registry=registry)
+            ["route"], registry=registry, multiprocess_mode="max")
         self.policy_info = Gauge(
-            _P + "policy_info", "1 for the policy version being served.", ["version"], registry=registry)
+            _P + "policy_info", "1 for the policy version being served.", ["version"], registry=registry,
+            multiprocess_mode="max")
         self.policy_reloads = Counter(
             _P + "policy_reloads", "Policy reload attempts by result (ok, invalid).", ["result"],
             registry=registry)
 
     def set_policy_version(self, version: str) -> None:
-        self.policy_info.clear()
+        # Set the old version to 0 rather than clearing: with several workers the value lives in
+        # files, and `max` across workers then shows every version still being served somewhere.
+        if self._policy_version is not None:
+            self.policy_info.labels(self._policy_version).set(0)
+        self._policy_version = version
         self.policy_info.labels(version).set(1)
 
     def cache_event(self, event: str) -> None:
         self.cache_events.labels(event).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=str(self._multiprocess_dir))
+        return generate_latest(merged)

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "RedisSettings", "FoundationSettings", "read_secret_env"]
+__all__ = ["Settings", "RedisSettings", "FoundationSettings", "read_secret_env", "multiprocess_metrics_dir"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +80,16 @@ class Settings(BaseSettings):
     policy_poll_s: float = Field(1.0, gt=0)
     """How often the policy file is checked for changes (hot reload)."""
     log_level: str = "INFO"
+    workers: int = Field(1, ge=1, le=64)
+    """Worker processes (uvicorn). With more than one, metrics use prometheus multiprocess mode."""
+    metrics_dir: Path | None = None
+    """Directory for multiprocess metric files (PROMETHEUS_MULTIPROC_DIR); set by `serve --workers`."""
+
+
+def multiprocess_metrics_dir() -> Path | None:
+    """The directory prometheus_client was told to use for multiprocess metrics, if any."""
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
 
 
 def read_secret_env(name: str) -> str | None:

@@ -285,6 +285,9 @@ def gateway(write_policy: Callable[..., Path], make_settings: Callable[..., Sett
             "model": "openai/fake-500", "api_base": upstream.api_base, "price_as": "gpt-4o-mini",
             "max_retries": 0, "timeout_s": 2, "breaker_failures": 3, "breaker_reset_s": 1,
         }
+        # Every specialist answer is shadowed (the fake upstream often disagrees: agreement < 1);
+        # `alert` keeps the routes serving normally.
+        doc["shadow"] = {"sample_rate": 1.0, "window": 10, "on_low_agreement": "alert"}
         broken = dict(doc["routes"]["sentiment"])
         broken["escalate_to"] = "broken"
         doc["routes"][BROKEN_ROUTE] = broken

@@ -1,0 +1,75 @@
+"""Calibration and selective-prediction metrics: temperature, ECE, risk-coverage."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import minimize_scalar
+
+__all__ = ["ACCURACY_LEVELS", "coverage_at", "ece", "fit_temperature", "threshold_for"]
+
+ACCURACY_LEVELS = ("0.90", "0.95", "0.98", "0.99")
+F64 = npt.NDArray[np.float64]
+
+
+def _nll(logits: F64, y: npt.NDArray[np.int64], temperature: float) -> float:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    logz = np.log(np.exp(z).sum(axis=1))
+    return float(np.mean(logz - z[np.arange(len(y)), y]))
+
+
+def fit_temperature(logits: F64, y: npt.NDArray[np.int64]) -> float:
+    """Temperature minimising the negative log-likelihood of ``softmax(logits / T)``."""
+    res = minimize_scalar(
+        lambda lt: _nll(logits, y, math.exp(lt)),
+        bounds=(-5.0, 5.0),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
+    # rounded so the value is short, stable across platforms and exactly representable in the graph
+    return float(np.float32(round(math.exp(float(res.x)), 5)))
+
+
+def ece(confidence: F64, correct: npt.NDArray[np.bool_], n_bins: int = 15) -> float:
+    """Expected calibration error with ``n_bins`` equal-width confidence bins."""
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            total += mask.sum() * abs(float(correct[mask].mean()) - float(confidence[mask].mean()))
+    return total / max(1, len(confidence))
+
+
+def _curve(confidence: F64, correct: npt.NDArray[np.bool_]) -> tuple[F64, F64, F64]:
+    order = np.argsort(-confidence, kind="stable")
+    conf = confidence[order]
+    acc = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    cov = np.arange(1, len(order) + 1) / len(order)
+    return conf, acc, cov
+
+
+def risk_coverage_curve(confidence: F64, correct: npt.NDArray[np.bool_]) -> tuple[F64, F64]:
+    """(coverage, accuracy of the most confident ``coverage`` share) for plotting."""
+    _, acc, cov = _curve(confidence, correct)
+    return cov, acc
+
+
+def coverage_at(confidence: F64, correct: npt.NDArray[np.bool_], accuracy: float) -> float:
+    """Largest share of inputs (most confident first) whose accuracy is >= ``accuracy``."""
+    conf, acc, cov = _curve(confidence, correct)
+    # only cut between distinct confidence values
+    valid = np.append(conf[1:] < conf[:-1], True)
+    ok = (acc >= accuracy) & valid
+    return float(cov[ok].max()) if ok.any() else 0.0
+
+
+def threshold_for(confidence: F64, correct: npt.NDArray[np.bool_], accuracy: float) -> float:
+    """Smallest confidence threshold whose accepted set reaches ``accuracy`` (1.0 if none)."""
+    conf, acc, _ = _curve(confidence, correct)
+    valid = np.append(conf[1:] < conf[:-1], True)
+    ok = np.nonzero((acc >= accuracy) & valid)[0]
+    return float(conf[ok.max()]) if len(ok) else 1.0

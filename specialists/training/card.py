@@ -1,0 +1,149 @@
+"""MODEL_CARD.md generation from a specialist's manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render_card", "write_card"]
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{100 * float(x):.2f}%"
+
+
+def render_card(m: dict[str, Any]) -> str:
+    met = m["metrics"]
+    src = m.get("source", {})
+    cfg = m["trained_with"]["config"]
+    lines = [
+        f"# Model card: `{m['name']}` specialist",
+        "",
+        m.get("description", ""),
+        "",
+        f"- **Version:** `{m['version']}` (sha256 of model.onnx: `{m['sha256']['model.onnx']}`)",
+        f"- **Classes ({len(m['classes'])}):** "
+        + ", ".join(f"`{c}`" for c in m["classes"][:40])
+        + (" …" if len(m["classes"]) > 40 else ""),
+        f"- **Out-of-scope label:** `{m['oos_label']}`"
+        if m.get("oos_label")
+        else "- **Out-of-scope label:** none",
+        f"- **Input:** one text, truncated to {m['input']['max_chars']} characters.",
+        (
+            "- **Model:** tf-idf n-grams ("
+            + (f"word {tuple(cfg['word_ngram'])}" if cfg["word_ngram"][1] else "")
+            + (f" + char_wb {tuple(cfg['char_ngram'])}" if cfg.get("char_ngram") else "")
+            + f", sublinear tf={cfg['sublinear_tf']}) → {'logistic regression' if cfg['model'] == 'lr' else 'linear SVM'}"
+            f" (C={cfg['C']}, class_weight={cfg['class_weight']}), weights {cfg['weight_dtype']}, "
+            f"{m['trained_with']['n_features']} features; temperature scaling T={m['temperature']} "
+            f"fitted on {m['calibration']}."
+        ),
+        (
+            "- **Runtime:** onnxruntime gather-and-sum graph (`ids`, `weights` → `probabilities`); featurizer in "
+            "pure Python (`specialists/tokenizer.py`)."
+        ),
+        "",
+        "## Data",
+        "",
+        f"- **Dataset:** {src.get('dataset', 'n/a')}",
+        f"- **License:** {src.get('license', 'n/a')}",
+        f"- **Citation:** {src.get('citation', 'n/a')}",
+        f"- **Splits used:** {src.get('splits', 'n/a')}",
+        "",
+        "## Metrics (test split, exported ONNX model)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| test rows | {met['n']} |",
+        f"| accuracy | {_pct(met['accuracy'])} |",
+        f"| macro-F1 | {_pct(met['macro_f1'])} |",
+        f"| ECE (15 bins) | {met['ece']:.4f} |",
+        f"| mean confidence | {met['mean_confidence']:.4f} |",
+    ]
+    for a, share in met["risk_coverage"].items():
+        lines.append(f"| coverage at {_pct(a)} accuracy (test curve) | {_pct(share)} |")
+    for a, t in met.get("thresholds", {}).items():
+        chk = met.get("threshold_check", {}).get(a, {})
+        lines.append(
+            f"| threshold for {_pct(a)} (calibration set) | {t} → test coverage "
+            f"{_pct(chk.get('coverage'))}, accuracy {_pct(chk.get('accuracy'))} |"
+        )
+    if "oos" in met:
+        for k, v in met["oos"].items():
+            lines.append(f"| {k.replace('_', ' ')} | {v} |")
+    par = met["parity"]
+    lines += [
+        (
+            f"| parity vs sklearn | {_pct(par['label_agreement'])} labels, max prob diff {par['max_abs_prob_diff']:.1e}"
+            f" ({par['n']} texts) |"
+        ),
+    ]
+    if "latency_p50_us" in met:
+        lines += [
+            f"| predict_one latency p50 / p99 | {met['latency_p50_us']} µs / {met['latency_p99_us']} µs |",
+            f"| batch throughput ({met['batch_size']}/batch) | {met['batch_texts_per_s']} texts/s |",
+        ]
+    fb = met["file_bytes"]
+    lines += [
+        f"| model.onnx / features.json | {fb['model.onnx']:,} B / {fb['features.json']:,} B |",
+        "",
+        "Speed measured on one core (intra-op threads 1) on the build machine; see manifest.json.",
+        "",
+        "## Novelty and off-domain behaviour",
+        "",
+        f"`novelty` = {m['novelty']}.",
+        "",
+    ]
+    nov = met.get("novelty_report", {})
+    if nov:
+        ind = nov["in_domain"]
+        lines += [
+            (
+                f"Operating threshold = calibration-set threshold for {_pct(nov['operating_level'])} accuracy "
+                f"(confidence ≥ {nov['operating_threshold']})."
+            ),
+            "",
+            "| input | n | mean confidence | accepted at threshold | accuracy when accepted | mean novelty |",
+            "|---|---|---|---|---|---|",
+            (
+                f"| in-domain test | {ind['n']} | {ind['mean_confidence']} | {_pct(ind['accepted_at_threshold'])} | "
+                f"{_pct(ind['accuracy_at_threshold'])} | {ind['mean_novelty']} |"
+            ),
+        ]
+        for k, v in nov.get("off_domain", {}).items():
+            lines.append(
+                f"| off-domain: {k} | {v['n']} | {v['mean_confidence']} | "
+                f"{_pct(v['accepted_at_threshold'])} | (no labels: every answer is off-task) | "
+                f"{v['mean_novelty']} |"
+            )
+        lines += [
+            "",
+            (
+                "Off-domain texts are answered with one of this specialist's classes; confidence alone does not "
+                "reliably reject them, so the gateway should also escalate on high novelty."
+            ),
+        ]
+    lines += [
+        "",
+        "## Intended use and limitations",
+        "",
+        "- A cheap first answer for the gateway; escalate to the LLM below the threshold or on high novelty.",
+        (
+            "- English only; bag-of-n-grams model (no word order beyond bigrams, no negation scope, no world "
+            "knowledge). Accuracy on text unlike the training data is not measured and is likely much lower."
+        ),
+        "- Biases of the source dataset (domain, annotators, time period) carry over.",
+        "",
+        (
+            "Rebuild: `python -m specialists.training build --only "
+            + m["name"]
+            + "` (deterministic; the rebuilt "
+            "model.onnx has the same sha256)."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(out: Path, manifest: dict[str, Any]) -> None:
+    (out / "MODEL_CARD.md").write_text(render_card(manifest), encoding="utf-8")

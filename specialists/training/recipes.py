@@ -1,0 +1,153 @@
+"""The seven bundled specialists: datasets, splits and tuned hyper-parameters."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from specialists.training.build import Job
+from specialists.training.data import Split, load_split, merge, seeded_split
+from specialists.training.train import TrainConfig
+
+__all__ = ["AG_NEWS_SEED", "BUNDLED", "job_for", "source_info", "test_splits"]
+
+AG_NEWS_SEED = 20240601
+AG_NEWS_FRACTIONS = (0.7, 0.1, 0.2)
+OFFDOMAIN_ROWS = 300
+
+# name -> (dataset folder, config, description)
+BUNDLED: dict[str, tuple[str, TrainConfig, str]] = {
+    "sentiment": (
+        "sst2",
+        TrainConfig(char_ngram=(2, 5), char_min_df=2, C=4.0),
+        "Binary sentiment (negative/positive) of a short English text (movie-review sentences).",
+    ),
+    "spam": (
+        "sms_spam",
+        TrainConfig(char_ngram=(2, 5), char_min_df=2, C=30.0),
+        "SMS spam detection (ham/spam).",
+    ),
+    "intent": (
+        "clinc150",
+        TrainConfig(
+            char_ngram=(2, 5),
+            char_min_df=3,
+            model="svm",
+            C=0.5,
+            word_max_features=8000,
+            char_max_features=16000,
+            weight_dtype="float16",
+        ),
+        "Virtual-assistant intent (150 intents over 10 domains) with an `oos` (out-of-scope) class.",
+    ),
+    "banking": (
+        "banking77",
+        TrainConfig(char_ngram=(2, 5), char_min_df=2, model="svm", C=0.5, weight_dtype="float16"),
+        "Banking customer-support intent (77 fine-grained intents).",
+    ),
+    "question_type": (
+        "trec",
+        TrainConfig(char_ngram=(2, 5), char_min_df=2, model="svm", C=0.5, prefix_chars=25),
+        "TREC coarse question type (ABBR, DESC, ENTY, HUM, LOC, NUM).",
+    ),
+    "request_type": (
+        "dolly",
+        TrainConfig(word_min_df=2, C=10.0, word_max_features=100_000, prefix_chars=120),
+        "Kind of LLM request (8 databricks-dolly categories: open_qa, brainstorming, ...).",
+    ),
+    "topic": (
+        "ag_news",
+        TrainConfig(char_ngram=(2, 5), char_min_df=2, C=10.0, char_max_features=150_000),
+        "News topic (World, Sports, Business, Sci/Tech).",
+    ),
+}
+
+
+def _paragraph(text: str, label: str) -> str:
+    for para in re.split(r"\n\s*\n", text):
+        if para.lstrip().startswith(f"**{label}"):
+            body = re.sub(r"^\*\*[^*]*\*\*\s*", "", para.strip())
+            return " ".join(body.split())
+    return "not stated in SOURCE.md"
+
+
+def source_info(folder: Path, splits: str, md_path: Path | None = None) -> dict[str, Any]:
+    """Dataset, license and citation as written in ``<folder>/SOURCE.md``."""
+    text = (md_path or folder / "SOURCE.md").read_text(encoding="utf-8")
+    title = text.splitlines()[0].lstrip("# ").strip()
+    return {
+        "dataset": title,
+        "fetched_from": _paragraph(text, "Fetched from"),
+        "license": _paragraph(text, "License"),
+        "citation": _paragraph(text, "Citation"),
+        "splits": splits,
+        "source_md": f"{folder.name}/SOURCE.md",
+    }
+
+
+def test_splits(name: str, root: Path) -> dict[str, Split]:
+    """train/dev/test (and oos) splits of a bundled specialist's dataset."""
+    folder = root / BUNDLED[name][0]
+    load: Callable[[str], Split] = lambda f: load_split(folder / f)
+    if name == "topic":
+        train, dev, test = seeded_split(load("test.jsonl"), AG_NEWS_FRACTIONS, AG_NEWS_SEED)
+        return {"train": train, "dev": dev, "test": test}
+    out = {"train": load("train.jsonl"), "test": load("test.jsonl")}
+    if (folder / "dev.jsonl").exists():
+        out["dev"] = load("dev.jsonl")
+    if name == "intent":
+        out["oos_train"], out["oos_dev"], out["oos_test"] = (
+            load("oos_train.jsonl"),
+            load("oos_dev.jsonl"),
+            load("oos_test.jsonl"),
+        )
+    return out
+
+
+def _offdomain(name: str, root: Path) -> dict[str, list[str]]:
+    out = {}
+    for other, (folder, _, _) in BUNDLED.items():
+        if other == name:
+            continue
+        path = root / folder / "test.jsonl"
+        out[folder] = load_split(path).texts[:OFFDOMAIN_ROWS]
+    return out
+
+
+def job_for(name: str, root: Path, config: TrainConfig | None = None) -> Job:
+    folder_name, default_config, description = BUNDLED[name]
+    folder = root / folder_name
+    s = test_splits(name, root)
+    if name == "topic":
+        splits = (
+            f"ag_news test.jsonl (7,600 rows) shuffled with random.Random({AG_NEWS_SEED}) and cut "
+            f"70/10/20 into train {len(s['train'])} / dev {len(s['dev'])} / test {len(s['test'])}"
+        )
+    elif name == "intent":
+        splits = (
+            "train.jsonl + oos_train.jsonl for training; dev.jsonl + oos_dev.jsonl for calibration and the "
+            "oos threshold; test.jsonl + oos_test.jsonl for evaluation"
+        )
+    elif "dev" in s:
+        splits = "train.jsonl for training, dev.jsonl for calibration/thresholds, test.jsonl for evaluation"
+    else:
+        splits = (
+            "train.jsonl for training (calibration on 5-fold out-of-fold predictions), "
+            "test.jsonl for evaluation"
+        )
+    train = merge(s["train"], s["oos_train"]) if name == "intent" else s["train"]
+    return Job(
+        name=name,
+        config=config or default_config,
+        train=train,
+        test=s["test"],
+        dev=s.get("dev"),
+        oos_label="oos" if name == "intent" else None,
+        oos_dev=s.get("oos_dev"),
+        oos_test=s.get("oos_test"),
+        source=source_info(folder, splits),
+        offdomain=_offdomain(name, root),
+        description=description,
+    )
