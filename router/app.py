@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
             await gw.cache.close()
 
     app = Starlette(
-        routes=build_routes(gw, settings.max_body_bytes, settings.max_batch) + build_admin_routes(reloader, token),
+        routes=build_routes(gw, settings.max_body_bytes, settings.max_batch, settings.cache_per_tenant) + build_admin_routes(reloader, token),
         exception_handlers={
             GatewayError: _on_gateway_error,
             HTTPException: _on_http_error,

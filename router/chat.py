@@ -79,23 +79,24 @@ async def _sse_from_text(model: str, content: str, include_usage: bool) -> Async
     yield b"data: [DONE]\n\n"
 
 
-async def complete(gw: Gateway, req: ChatRequest) -> ChatOutcome:
+async def complete(gw: Gateway, req: ChatRequest, tenant: str = "") -> ChatOutcome:
+    """Answer one chat request; `tenant` (a hash of the caller's API key) namespaces the cache."""
     policy = gw.policy
     name = req.model
     route = policy.route(name)
     if route is None:
         if name in gw.escalator.clients:
-            return await _foundation(gw, policy, req, route_name=name, alias=name, reason="passthrough",
+            return await _foundation(gw, policy, req, tenant, route_name=name, alias=name, reason="passthrough",
                                      confidence=None, cache_ttl_s=gw.escalator.clients[name].spec.cache_ttl_s)
         known = sorted([*policy.policy.routes, *gw.escalator.clients])
         raise ModelNotFoundError(f"unknown model {name!r}; known: {', '.join(known)}", param="model")
     if isinstance(route, ClassifyRoute):
-        return await _classify(gw, req, name)
-    return await _gated(gw, policy, req, name, route)
+        return await _classify(gw, req, name, tenant)
+    return await _gated(gw, policy, req, name, route, tenant)
 
 
-async def _classify(gw: Gateway, req: ChatRequest, name: str) -> ChatOutcome:
-    policy, (o,) = await gw.classify(name, [req.last_user_text()])
+async def _classify(gw: Gateway, req: ChatRequest, name: str, tenant: str) -> ChatOutcome:
+    policy, (o,) = await gw.classify(name, [req.last_user_text()], tenant)
     out = _from_outcome(o)
     if req.stream:
         out.stream = _sse_from_text(name, o.label, _include_usage(req))
@@ -109,7 +110,7 @@ def _from_outcome(o: Outcome) -> ChatOutcome:
 
 
 async def _gated(
-    gw: Gateway, policy: LoadedPolicy, req: ChatRequest, name: str, route: ChatRoute | AutoRoute
+    gw: Gateway, policy: LoadedPolicy, req: ChatRequest, name: str, route: ChatRoute | AutoRoute, tenant: str
 ) -> ChatOutcome:
     t0 = time.perf_counter()
     specialist = gw.specialists[route.specialist]
@@ -134,7 +135,7 @@ async def _gated(
             out.body = _completion(name, content)
         return out
     gw.metrics.escalations.labels(name, decision.reason).inc()
-    return await _foundation(gw, policy, req, route_name=name, alias=decision.alias, reason=decision.reason,
+    return await _foundation(gw, policy, req, tenant, route_name=name, alias=decision.alias, reason=decision.reason,
                              confidence=None if pred is None else pred.confidence, cache_ttl_s=route.cache_ttl_s,
                              extra_cost=unit_cost, t0=t0)
 
@@ -147,6 +148,7 @@ async def _foundation(
     gw: Gateway,
     policy: LoadedPolicy,
     req: ChatRequest,
+    tenant: str,
     *,
     route_name: str,
     alias: str | None,
@@ -172,7 +174,7 @@ async def _foundation(
         return await _foundation_stream(gw, policy, req, route_name, alias, reason, confidence, messages, params,
                                         extra_cost, start)
 
-    key = fingerprint("chat", route_name, alias, policy.version,
+    key = fingerprint("chat", tenant, route_name, alias, policy.version,
                       normalize(orjson.dumps([messages, params], option=orjson.OPT_SORT_KEYS).decode()))
     raw = await gw.cache.get(key) if cache_ttl_s > 0 else None
     computed, why = False, "cache_hit"

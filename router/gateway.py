@@ -163,14 +163,17 @@ class Gateway:
             )
         return route
 
-    async def classify(self, route_name: str, texts: Sequence[str]) -> tuple[LoadedPolicy, list[Outcome]]:
+    async def classify(
+        self, route_name: str, texts: Sequence[str], tenant: str = ""
+    ) -> tuple[LoadedPolicy, list[Outcome]]:
+        """Answer a batch in order. `tenant` (a hash of the caller's API key) namespaces the cache."""
         t0 = time.perf_counter()
         policy = self.policy
         route = self.classify_route(policy, route_name)
         specialist = self.specialists[route.specialist]
         texts = [t[: specialist.max_chars] for t in texts]
         keys = [
-            fingerprint("classify", route_name, normalize(t), specialist.version, policy.version,
+            fingerprint("classify", tenant, route_name, normalize(t), specialist.version, policy.version,
                         route.escalate_to or "")
             for t in texts
         ]

@@ -7,6 +7,7 @@ answers also carry the routing decision in `x-router-*` headers.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import uuid
@@ -41,6 +42,14 @@ def request_id(request: Request) -> str:
     return str(rid)
 
 
+def tenant_of(request: Request, per_tenant: bool) -> str:
+    """Cache namespace of the caller: a hash of its API key (the key itself is never kept)."""
+    if not per_tenant:
+        return ""
+    key = request.headers.get("authorization", "")
+    return hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
+
+
 def _json(data: Any, request: Request, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     h = {"x-request-id": request_id(request)}
     if headers:
@@ -72,13 +81,13 @@ async def _parse(request: Request, model: type[M], max_bytes: int) -> M:
         raise InvalidRequestError(f"{loc}: {first['msg']}{more}" if loc else first["msg"], param=loc) from exc
 
 
-def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int) -> list[Route]:
+def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_cache: bool) -> list[Route]:
     async def classify(request: Request) -> Response:
         req = await _parse(request, ClassifyRequest, max_body_bytes)
         texts = [req.input] if isinstance(req.input, str) else req.input
         if len(texts) > max_batch:
             raise InvalidRequestError(f"input: at most {max_batch} texts per request", param="input")
-        policy, outcomes = await gw.classify(req.task, texts)
+        policy, outcomes = await gw.classify(req.task, texts, tenant_of(request, per_tenant_cache))
         if isinstance(req.input, str):
             o = outcomes[0]
             return _json(o.to_dict(), request, headers={
@@ -91,7 +100,7 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int) -> list[Route
 
     async def chat_completions(request: Request) -> Response:
         req = await _parse(request, ChatRequest, max_body_bytes)
-        out = await complete(gw, req)
+        out = await complete(gw, req, tenant_of(request, per_tenant_cache))
         headers = {"x-request-id": request_id(request), **out.decision_headers()}
         if out.stream is not None:
             return StreamingResponse(out.stream, media_type="text/event-stream",

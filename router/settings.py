@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     """Price of one CPU core-hour, used to cost specialist inference from measured CPU time."""
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_batch: int = Field(256, ge=1)
+    cache_per_tenant: bool = True
+    """Namespace cached answers by the caller's API key (its hash), so tenants never share answers."""
     admin_token: SecretStr | None = None
     """Bearer token for /admin/*; unset = admin endpoints disabled."""
     policy_poll_s: float = Field(1.0, gt=0)

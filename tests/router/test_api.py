@@ -253,3 +253,17 @@ async def test_redis_down_fails_open(
     assert sample(registry, "hybrid_router_cache_events_total", event="error") == 3
     assert sample(registry, "hybrid_router_cache_events_total", event="skipped") == 3
     assert (await client.get("/readyz")).json()["cache"]["state"] == "unreachable"
+
+
+async def test_cache_is_namespaced_per_api_key(
+    write_policy: Callable[..., Path], make_settings: Callable[..., Settings], client_for: Any,
+    upstream: Upstream, redis_db: redis.Redis,
+) -> None:
+    client = client_for(make_settings(write_policy(edit=_threshold(1.0))))
+    body = {"task": "sentiment", "input": PLAIN}
+    a1 = await client.post("/v1/classify", json=body, headers={"authorization": "Bearer tenant-a"})
+    a2 = await client.post("/v1/classify", json=body, headers={"authorization": "Bearer tenant-a"})
+    b1 = await client.post("/v1/classify", json=body, headers={"authorization": "Bearer tenant-b"})
+    assert [r.json()["path"] for r in (a1, a2, b1)] == ["foundation", "cache", "foundation"]
+    assert len(upstream.received) == 2
+    assert not any(b"tenant-a" in k for k in redis_db.keys("*"))
