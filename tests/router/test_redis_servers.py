@@ -151,3 +151,41 @@ async def test_redis_restarted_mid_traffic_loses_no_request(tmp_path: Path, writ
     assert set(statuses) == {200}
     assert registry.get_sample_value("hybrid_router_cache_events_total", {"event": "error"}) >= 1
     assert paths[-5:] == ["cache"] * 5, "after the restart, answers are cached and served again"
+
+
+async def test_gateway_through_sentinel(tmp_path: Path, write_policy: Callable[..., Path]) -> None:
+    master = RedisServer(tmp_path).start()
+    sentinel_port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                    f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n")
+    sentinel = subprocess.Popen([_binary("redis-server"), str(conf), "--sentinel"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        probe = redis.Redis(port=sentinel_port, socket_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if probe.sentinel_get_master_addr_by_name("mymaster"):
+                    break
+            except redis.RedisError:
+                pass
+            assert time.monotonic() < deadline, "sentinel did not come up"
+            time.sleep(0.1)
+        probe.close()
+        settings = _settings(write_policy, RedisSettings(sentinels=(f"127.0.0.1:{sentinel_port}",),
+                                                         sentinel_master="mymaster", timeout_s=0.5))
+        app = create_app(settings, registry=CollectorRegistry())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            body = {"task": "sentiment", "input": "sentinel film [[label:negative]]"}
+            assert (await client.post("/v1/classify", json=body)).json()["path"] == "foundation"
+            assert (await client.post("/v1/classify", json=body)).json()["path"] == "cache"
+            await app.state.gateway.escalation_log.drain()
+            await app.state.gateway.cache.close()
+        direct = redis.Redis(port=master.port)
+        assert len(direct.keys("gw:v1:resp:*")) == 1
+        direct.close()
+    finally:
+        sentinel.terminate()
+        sentinel.wait(timeout=10)
+        master.stop()
