@@ -48,6 +48,7 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
     specialists = SpecialistSet.load(settings.specialists_dir)
     policy = load_policy(settings.policy_path, {n: specialists[n].classes for n in specialists})
     metrics.set_policy_version(policy.version)
+    metrics.prepare_routes(list(policy.policy.routes), policy.policy.shadow.sample_rate > 0)
     escalator = Escalator(
         policy.policy.aliases,
         settings.foundation,
@@ -76,6 +77,11 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
 
 def _render(request: Request, exc: GatewayError) -> Response:
     headers = {"x-request-id": request_id(request), **exc.headers()}
+    gw: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gw is not None and request.url.path.startswith("/v1/"):
+        name = getattr(request.state, "route", None)
+        known = name in gw.policy.policy.routes or name in gw.escalator.clients
+        gw.metrics.request_errors.labels(name if known else "unknown", exc.code).inc()
     if request.url.path.startswith("/v1/"):
         return Response(orjson.dumps(error_body(exc)), status_code=exc.status, media_type="application/json",
                         headers=headers)

@@ -12,9 +12,10 @@ listed here. Never prompts, user ids or free model strings. The full set is docu
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -90,6 +91,21 @@ class GatewayMetrics:
         self.policy_reloads = Counter(
             _P + "policy_reloads", "Policy reload attempts by result (ok, invalid).", ["result"],
             registry=registry)
+        self.request_errors = Counter(
+            _P + "request_errors", "Requests answered with an error status, by route ('unknown' when the "
+            "name is not in the policy) and error code.", ["route", "code"], registry=registry)
+        self.budget_limit = Gauge(
+            _P + "budget_limit_usd", "The policy's foundation budget for the window (absent = no limit).",
+            ["window"], registry=registry, multiprocess_mode="max")
+        self.budget_spent = Gauge(
+            _P + "budget_spent_usd", "Foundation spend in the current budget window (shared across replicas "
+            "with Redis).", ["window"], registry=registry, multiprocess_mode="max")
+        # Known label sets start at 0, so the first event is visible to increase() and alerts.
+        for result in ("ok", "invalid"):
+            self.policy_reloads.labels(result)
+        if multiprocess_dir is None:
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
 
     def set_policy_version(self, version: str) -> None:
         # Set the old version to 0 rather than clearing: with several workers the value lives in
@@ -98,6 +114,23 @@ class GatewayMetrics:
             self.policy_info.labels(self._policy_version).set(0)
         self._policy_version = version
         self.policy_info.labels(version).set(1)
+
+    def prepare_routes(self, routes: list[str], shadowed: bool) -> None:
+        """Create a policy's per-route series at 0 (after start-up and every reload)."""
+        for route in routes:
+            self.specialist_errors.labels(route)
+            if shadowed:
+                self.shadow_tripped.labels(route)
+
+    def set_budget(self, snapshot: dict[str, dict[str, float | None]]) -> None:
+        for window, values in snapshot.items():
+            limit = values["limit"]
+            if limit is None:
+                with contextlib.suppress(KeyError):  # no limit: no series
+                    self.budget_limit.remove(window)
+            else:
+                self.budget_limit.labels(window).set(limit)
+            self.budget_spent.labels(window).set(values["spent"] or 0.0)
 
     def cache_event(self, event: str) -> None:
         self.cache_events.labels(event).inc()

@@ -72,6 +72,9 @@ async def _parse(request: Request, model: type[M], max_bytes: int) -> M:
         raise InvalidRequestError(f"request body is not valid JSON (UTF-8): {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object")
+    name = data.get("task", data.get("model"))
+    if isinstance(name, str):
+        request.state.route = name  # for the error metric, before validation can fail
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -132,6 +135,7 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         return _json(body, request, status=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        gw.metrics.set_budget(gw.budget.snapshot())
         return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return [

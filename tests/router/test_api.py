@@ -267,3 +267,21 @@ async def test_cache_is_namespaced_per_api_key(
     assert [r.json()["path"] for r in (a1, a2, b1)] == ["foundation", "cache", "foundation"]
     assert len(upstream.received) == 2
     assert not any(b"tenant-a" in k for k in redis_db.keys("*"))
+
+
+async def test_errors_and_budget_are_metered(
+    write_policy: Callable[..., Path], make_settings: Callable[..., Settings], client_for: Any,
+    registry: CollectorRegistry, redis_db: redis.Redis,
+) -> None:
+    def edit(doc: Any) -> None:
+        doc["budgets"]["usd_per_hour"] = 2.5
+
+    client = client_for(make_settings(write_policy(edit=edit)))
+    await client.post("/v1/classify", json={"task": "nope", "input": "x"})
+    await client.post("/v1/classify", json={"task": "sentiment", "input": ""})
+    await client.get("/metrics")
+    assert sample(registry, "hybrid_router_request_errors_total", route="unknown", code="model_not_found") == 1
+    assert sample(registry, "hybrid_router_request_errors_total", route="sentiment", code="invalid_request") == 1
+    assert sample(registry, "hybrid_router_budget_limit_usd", window="hour") == 2.5
+    assert registry.get_sample_value("hybrid_router_budget_limit_usd", {"window": "day"}) is None
+    assert sample(registry, "hybrid_router_budget_spent_usd", window="hour") == 0.0

@@ -76,5 +76,5 @@ async def test_alert_only_never_changes_routing(
         assert r.json()["path"] == "specialist"
         await _drain(client)
     assert registry.get_sample_value("hybrid_router_shadow_agreement", {"route": "sentiment"}) == 0.0
-    assert registry.get_sample_value("hybrid_router_shadow_tripped", {"route": "sentiment"}) is None
+    assert registry.get_sample_value("hybrid_router_shadow_tripped", {"route": "sentiment"}) == 0
     await asyncio.sleep(0)
