@@ -95,6 +95,47 @@ def policy_check(
     raise typer.Exit(1 if failed else 0)
 
 
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="Output file: .png or .html.")] = Path("report.png"),
+    prometheus: Annotated[str | None, typer.Option(help="Prometheus base URL to query.")] = None,
+    window: Annotated[str, typer.Option(help="With --prometheus: the PromQL window, e.g. 1h, 24h.")] = "1h",
+    metrics: Annotated[str | None, typer.Option(help="A gateway's /metrics URL (totals since start).")] = None,
+    simulation: Annotated[Path | None, typer.Option("--simulate", help="A `simulate --json` file.")] = None,
+    title: Annotated[str, typer.Option(help="Report title.")] = "Hybrid Router: traffic, cost and latency by path",
+) -> None:
+    """Render the split of traffic, cost and latency by path as a PNG or HTML report."""
+    import httpx
+
+    from .report import from_metrics_text, from_prometheus, from_simulation, load_simulation, render_html, render_png
+
+    sources = [s for s in (prometheus, metrics, simulation) if s is not None]
+    if len(sources) != 1:
+        typer.echo("give exactly one of --prometheus, --metrics, --simulate", err=True)
+        raise typer.Exit(2)
+    try:
+        if prometheus is not None:
+            split = from_prometheus(prometheus, window, title)
+        elif metrics is not None:
+            split = from_metrics_text(httpx.get(metrics, timeout=10).raise_for_status().text, title)
+        else:
+            assert simulation is not None
+            split = from_simulation(load_simulation(simulation), title)
+    except (httpx.HTTPError, ValueError, OSError) as exc:
+        typer.echo(f"cannot read the source: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if out.suffix == ".html":
+        render_html(split, out)
+    elif out.suffix == ".png":
+        render_png(split, out)
+    else:
+        typer.echo("--out must end in .png or .html", err=True)
+        raise typer.Exit(2)
+    for row in split.rows:
+        typer.echo(f"{row.path:>10}  {row.requests:>10,.0f} requests  {row.cost_usd:>12.6f} USD")
+    typer.echo(f"{'avoided':>10}  {'':>19}  {split.cost_avoided_usd:>12.6f} USD\nwritten to {out}")
+
+
 def _forward(command: str, args: list[str]) -> None:
     from specialists.training.cli import main as training_main
 

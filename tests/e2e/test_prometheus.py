@@ -38,6 +38,8 @@ from router.metrics import GatewayMetrics
 from router.settings import Settings
 from tests.e2e._traffic import BROKEN_ROUTE, send_traffic
 from tests.fake_upstream import Upstream
+from router.cli import main as cli_main
+from router.report import from_prometheus
 from tests.server_thread import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -377,5 +379,16 @@ def test_dashboard_and_alert_queries_against_live_prometheus(
         if "HybridRouterPolicyReloadFailed" not in active:
             failures.append(f"HybridRouterPolicyReloadFailed is not pending after a rejected reload: {sorted(active)}")
         assert not failures, "\n".join(failures)
+
+        # `hybrid-router report` reads the same split from Prometheus and renders it.
+        out = tmp_path / "report.png"
+        with pytest.raises(SystemExit) as done:
+            cli_main(["report", "--prometheus", prom.url, "--window", "5m", "--out", str(out)])
+        assert done.value.code in (0, None)
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        split = from_prometheus(prom.url, "5m", "t")
+        by_path = {r.path: r.requests for r in split.rows}
+        assert set(k for k, v in by_path.items() if v > 0) == {"specialist", "foundation", "cache", "degraded"}
+        assert split.rows[0].latency_ms[0.5] is not None
     finally:
         prom.stop()
