@@ -24,6 +24,7 @@ from .cache import fingerprint
 from .decision import Answer, decide
 from .errors import GatewayError, ModelNotFoundError, ServiceUnavailableError, error_body
 from .gateway import Gateway, Outcome, normalize
+from .metrics import STAGE_FOUNDATION
 from .policy import AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy
 from .schemas import ChatRequest
 
@@ -184,7 +185,7 @@ async def _foundation(
             try:
                 result = await gw.escalator.chat(alias, messages, params)
             finally:
-                gw.metrics.stage_latency.labels("foundation").observe(time.perf_counter() - tf)
+                gw.metrics.stage(STAGE_FOUNDATION, time.perf_counter() - tf)
             usage = result.usage
             await gw.budget.add(usage.cost_usd)
             gw.metrics.foundation_tokens.labels(result.alias, "prompt").inc(usage.prompt_tokens)

@@ -26,7 +26,7 @@ from .decision import Answer, Escalate, decide
 from .errors import GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
 from .escalation import Escalator, InvalidLabelError
 from .escalation_log import EscalationLog
-from .metrics import GatewayMetrics
+from .metrics import STAGE_CACHE, STAGE_FOUNDATION, STAGE_SPECIALIST, GatewayMetrics
 from .policy import AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy
 from .shadow import ShadowChecker
 
@@ -108,25 +108,28 @@ class Gateway:
     async def run_specialist(
         self, route_name: str, specialist: Specialist, texts: Sequence[str]
     ) -> tuple[list[Prediction] | None, float]:
-        """Predict a batch; returns (predictions or None on failure, specialist cost per text)."""
+        """Predict a batch; returns (predictions or None on failure, specialist cost per text).
+
+        Small batches run inline on the event loop, where the work is CPU-bound, so its wall time
+        is its CPU time (`time.thread_time()` is a system call here: profiled at ~5% of the
+        specialist path). Large batches run in a worker thread and are timed with `thread_time`.
+        """
         t0 = time.perf_counter()
-        c0 = time.thread_time()
         try:
-            if len(texts) <= _INLINE_BATCH:
+            if len(texts) == 1:
+                preds = [specialist.predict_one(texts[0])]
+                cpu = time.perf_counter() - t0
+            elif len(texts) <= _INLINE_BATCH:
                 preds = specialist.predict(texts)
-                cpu = time.thread_time() - c0
+                cpu = time.perf_counter() - t0
             else:
                 preds, cpu = await run_in_threadpool(_predict_timed, specialist, texts)
         except InferenceError:
             log.warning("specialist %s failed on route %s", specialist.name, route_name)
             self.metrics.specialist_errors.labels(route_name).inc()
             return None, 0.0
-        self.metrics.stage_latency.labels("specialist").observe(time.perf_counter() - t0)
-        conf = self.metrics.confidence.labels(route_name)
-        nov = self.metrics.novelty.labels(route_name)
-        for p in preds:
-            conf.observe(p.confidence)
-            nov.observe(p.novelty)
+        self.metrics.stage(STAGE_SPECIALIST, time.perf_counter() - t0)
+        self.metrics.observe_predictions(route_name, preds)
         return preds, cpu * self._cpu_usd_per_s / max(1, len(texts))
 
     def foundation_open(self, alias: str | None) -> str | None:
@@ -142,13 +145,8 @@ class Gateway:
         return self.escalator.estimate_cost(alias, tokens, _LABEL_TOKENS)
 
     def observe(self, o: Outcome, seconds: float) -> None:
-        m = self.metrics
-        m.requests.labels(o.route, o.path, o.reason).inc()
-        m.latency.labels(o.path).observe(seconds)
-        if o.cost_usd:
-            m.cost.labels(o.path, o.foundation_alias or "none").inc(o.cost_usd)
-        if o.cost_avoided_usd:
-            m.cost_avoided.labels(o.route, o.path).inc(o.cost_avoided_usd)
+        self.metrics.answered(o.route, o.path, o.reason, seconds, o.cost_usd, o.foundation_alias or "none",
+                              o.cost_avoided_usd)
 
     # ---- classification ----------------------------------------------------------------------
     def classify_route(self, policy: LoadedPolicy, name: str) -> ClassifyRoute:
@@ -172,52 +170,53 @@ class Gateway:
         route = self.classify_route(policy, route_name)
         specialist = self.specialists[route.specialist]
         texts = [t[: specialist.max_chars] for t in texts]
-        keys = [
-            fingerprint("classify", tenant, route_name, normalize(t), specialist.version, policy.version,
-                        route.escalate_to or "")
-            for t in texts
-        ]
         outcomes: list[Outcome | None] = [None] * len(texts)
 
-        tc = time.perf_counter()
-        cached = await asyncio.gather(*(self.cache.get(k) for k in keys)) if len(keys) > 1 else [
-            await self.cache.get(keys[0])]
-        self.metrics.stage_latency.labels("cache").observe(time.perf_counter() - tc)
-        misses = []
-        for i, raw in enumerate(cached):
-            if raw is None:
-                misses.append(i)
-                continue
-            stored = orjson.loads(raw)
-            outcomes[i] = Outcome(
-                route_name, stored["label"], stored["confidence"], "cache", "cache_hit", 0.0,
-                stored.get("cost_usd", 0.0), 0.0, policy.version, specialist.version, None,
-                stored.get("foundation_alias"),
-            )
+        # Specialist first: only foundation answers are ever cached, and a confident answer of this
+        # specialist version under this policy version can never have been escalated, so the cache
+        # is asked only for the texts that escalate (profiled: the GET was ~19% of the specialist
+        # path's time at concurrency 8, for nothing).
+        preds, unit_cost = await self.run_specialist(route_name, specialist, texts)
+        if preds is None and route.on_specialist_error == "fail":
+            raise ServiceUnavailableError(f"specialist {specialist.name!r} failed", code="specialist_unavailable",
+                                          retry_after_s=5)
+        escalating: list[tuple[int, Prediction | None, Escalate]] = []
+        drifted = route_name in self.shadow.tripped
+        for i, text in enumerate(texts):
+            pred = preds[i] if preds is not None else None
+            decision = Escalate("shadow_drift", route.escalate_to) if drifted else decide(route, pred)
+            if isinstance(decision, Answer):
+                assert pred is not None
+                outcomes[i] = Outcome(
+                    route_name, decision.label, pred.confidence, "specialist", "confident", unit_cost,
+                    self.avoided_cost(route.escalate_to, text), 0.0, policy.version, specialist.version,
+                    pred.novelty,
+                )
+                self._maybe_shadow(policy, route_name, route, specialist, text, decision.label)
+            else:
+                escalating.append((i, pred, decision))
 
-        if misses:
-            preds, unit_cost = await self.run_specialist(route_name, specialist, [texts[i] for i in misses])
-            if preds is None and route.on_specialist_error == "fail":
-                raise ServiceUnavailableError(f"specialist {specialist.name!r} failed", code="specialist_unavailable",
-                                              retry_after_s=5)
+        if escalating:
+            keys = [fingerprint("classify", tenant, route_name, normalize(texts[i]), specialist.version,
+                                policy.version, route.escalate_to or "") for i, _, _ in escalating]
+            tc = time.perf_counter()
+            cached = await asyncio.gather(*(self.cache.get(k) for k in keys)) if len(keys) > 1 else [
+                await self.cache.get(keys[0])]
+            self.metrics.stage(STAGE_CACHE, time.perf_counter() - tc)
             slots: list[int] = []
             jobs = []
-            drifted = route_name in self.shadow.tripped
-            for j, i in enumerate(misses):
-                pred = preds[j] if preds is not None else None
-                decision = Escalate("shadow_drift", route.escalate_to) if drifted else decide(route, pred)
-                if isinstance(decision, Answer):
-                    assert pred is not None
+            for (i, pred, decision), key, raw in zip(escalating, keys, cached, strict=True):
+                if raw is not None:
+                    stored = orjson.loads(raw)
                     outcomes[i] = Outcome(
-                        route_name, decision.label, pred.confidence, "specialist", "confident", unit_cost,
-                        self.avoided_cost(route.escalate_to, texts[i]), 0.0, policy.version,
-                        specialist.version, pred.novelty,
+                        route_name, stored["label"], stored["confidence"], "cache", "cache_hit", unit_cost,
+                        stored.get("cost_usd", 0.0), 0.0, policy.version, specialist.version,
+                        None if pred is None else pred.novelty, stored.get("foundation_alias"),
                     )
-                    self._maybe_shadow(policy, route_name, route, specialist, texts[i], decision.label)
-                else:
-                    slots.append(i)
-                    jobs.append(self._escalate(policy, route_name, route, specialist, texts[i], keys[i], pred,
-                                               unit_cost, decision))
+                    continue
+                slots.append(i)
+                jobs.append(self._escalate(policy, route_name, route, specialist, texts[i], key, pred, unit_cost,
+                                           decision))
             for i, result in zip(slots, await asyncio.gather(*jobs), strict=True):
                 outcomes[i] = result
 
@@ -270,7 +269,7 @@ class Gateway:
                 try:
                     result = await self.escalator.classify(alias, specialist.classes, text, route.prompt)
                 finally:
-                    self.metrics.stage_latency.labels("foundation").observe(time.perf_counter() - tf)
+                    self.metrics.stage(STAGE_FOUNDATION, time.perf_counter() - tf)
                 usage = result.usage
                 await self.budget.add(usage.cost_usd)
                 self.metrics.foundation_tokens.labels(result.alias, "prompt").inc(usage.prompt_tokens)

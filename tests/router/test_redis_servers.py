@@ -35,27 +35,36 @@ def _binary(name: str) -> str:
 
 class RedisServer:
     def __init__(self, workdir: Path, port: int | None = None, *extra: str) -> None:
+        self.fixed_port = port is not None
         self.port = port or free_port()
         self.workdir = workdir
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            [_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while True:
+        """Start the server; if its port was taken meanwhile (the process exits), try another."""
+        for attempt in range(3):
+            log = (self.workdir / f"redis-{self.port}.log").open("wb")
+            self.proc = subprocess.Popen(
+                [_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.workdir), *self.extra],
+                stdout=log, stderr=subprocess.STDOUT)
+            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+            deadline = time.monotonic() + 10
             try:
-                client.ping()
-                break
-            except redis.RedisError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        client.close()
-        return self
+                while self.proc.poll() is None:
+                    try:
+                        client.ping()
+                        return self
+                    except redis.RedisError:
+                        assert time.monotonic() < deadline, "redis-server did not answer within 10 s"
+                        time.sleep(0.05)
+            finally:
+                client.close()
+                log.close()
+            if attempt < 2 and not self.fixed_port:
+                self.port = free_port()
+        raise AssertionError(f"redis-server exited: {(self.workdir / f'redis-{self.port}.log').read_text()[-500:]}")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -121,6 +130,7 @@ async def test_gateway_on_a_three_master_cluster(cluster: list[int], write_polic
 
 async def test_redis_restarted_mid_traffic_loses_no_request(tmp_path: Path, write_policy: Callable[..., Path]) -> None:
     server = RedisServer(tmp_path).start()
+    server.fixed_port = True  # the restart must come back where the gateway looks
     settings = _settings(write_policy, RedisSettings(url=f"redis://127.0.0.1:{server.port}/0", timeout_s=0.05,
                                                      breaker_failures=3, breaker_reset_s=0.5))
     registry = CollectorRegistry()
@@ -162,7 +172,7 @@ async def test_gateway_through_sentinel(tmp_path: Path, write_policy: Callable[.
     sentinel = subprocess.Popen([_binary("redis-server"), str(conf), "--sentinel"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        probe = redis.Redis(port=sentinel_port, socket_timeout=0.5)
+        probe = redis.Redis(host="127.0.0.1", port=sentinel_port, socket_timeout=0.5)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -182,7 +192,7 @@ async def test_gateway_through_sentinel(tmp_path: Path, write_policy: Callable[.
             assert (await client.post("/v1/classify", json=body)).json()["path"] == "cache"
             await app.state.gateway.escalation_log.drain()
             await app.state.gateway.cache.close()
-        direct = redis.Redis(port=master.port)
+        direct = redis.Redis(host="127.0.0.1", port=master.port)
         assert len(direct.keys("gw:v1:resp:*")) == 1
         direct.close()
     finally:
