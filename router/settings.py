@@ -35,6 +35,9 @@ class RedisSettings(BaseModel):
     breaker_reset_s: float = Field(5.0, gt=0)
     max_value_bytes: int = Field(256 * 1024, ge=1024)
     memory_max_entries: int = Field(100_000, ge=0)
+    near_cache_ttl_s: float = Field(10.0, ge=0)
+    """Hot Redis entries are also kept in process this long (0 = off); answers never change per key."""
+    near_cache_entries: int = Field(10_000, ge=0)
     lock_ttl_ms: int = Field(30_000, ge=100)
     """How long a replica may hold the lock on an identical in-flight escalation."""
 

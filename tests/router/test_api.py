@@ -246,7 +246,8 @@ async def test_redis_down_fails_open(
     from router.settings import RedisSettings
 
     settings = make_settings(write_policy(edit=_threshold(1.0)))
-    dead = settings.model_copy(update={"redis": RedisSettings(url="redis://127.0.0.1:1/0", timeout_s=0.05)})
+    dead = settings.model_copy(update={"redis": RedisSettings(url="redis://127.0.0.1:1/0", timeout_s=0.05,
+                                                              near_cache_ttl_s=0)})
     client = client_for(dead)
     for _ in range(6):
         r = await client.post("/v1/classify", json={"task": "sentiment", "input": PLAIN})

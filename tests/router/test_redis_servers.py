@@ -132,7 +132,8 @@ async def test_redis_restarted_mid_traffic_loses_no_request(tmp_path: Path, writ
     server = RedisServer(tmp_path).start()
     server.fixed_port = True  # the restart must come back where the gateway looks
     settings = _settings(write_policy, RedisSettings(url=f"redis://127.0.0.1:{server.port}/0", timeout_s=0.05,
-                                                     breaker_failures=3, breaker_reset_s=0.5))
+                                                     breaker_failures=3, breaker_reset_s=0.5,
+                                                     near_cache_ttl_s=0))  # exercise Redis itself
     registry = CollectorRegistry()
     app = create_app(settings, registry=registry)
     statuses: list[int] = []
