@@ -4,4 +4,4 @@ foundation model (through litellm) answers only when they are not confident."""
 from .app import create_app
 from .settings import Settings
 
-__all__ = ["create_app", "Settings"]
+__all__ = ["Settings", "create_app"]

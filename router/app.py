@@ -15,11 +15,12 @@ from contextlib import asynccontextmanager
 
 import orjson
 from prometheus_client import CollectorRegistry
-from specialists import SpecialistSet
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+
+from specialists import SpecialistSet
 
 from .budget import BudgetTracker
 from .cache import MemoryCache, RedisCache, ResponseCache
@@ -32,12 +33,12 @@ from .metrics import GatewayMetrics
 from .policy import load_policy
 from .pricing import PriceTable
 from .redis_state import RedisState
-from .shadow import ShadowChecker
 from .reload import PolicyReloader
 from .routes import build_admin_routes, build_routes, request_id
 from .settings import Settings, multiprocess_metrics_dir, read_secret_env
+from .shadow import ShadowChecker
 
-__all__ = ["create_app", "create_app_from_env", "build_gateway"]
+__all__ = ["build_gateway", "create_app", "create_app_from_env"]
 
 log = logging.getLogger("router.app")
 

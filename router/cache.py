@@ -18,7 +18,7 @@ from typing import Protocol
 
 from .redis_state import RedisState
 
-__all__ = ["ResponseCache", "RedisCache", "MemoryCache", "fingerprint", "lock_key", "KEY_PREFIX"]
+__all__ = ["KEY_PREFIX", "MemoryCache", "RedisCache", "ResponseCache", "fingerprint", "lock_key"]
 
 log = logging.getLogger("router.cache")
 
@@ -41,8 +41,10 @@ def lock_key(key: str) -> str:
 
 
 class ResponseCache(Protocol):
-    backend: str
-    state: RedisState | None
+    @property
+    def backend(self) -> str: ...
+    @property
+    def state(self) -> RedisState | None: ...
 
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...

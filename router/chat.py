@@ -97,7 +97,7 @@ async def complete(gw: Gateway, req: ChatRequest, tenant: str = "") -> ChatOutco
 
 
 async def _classify(gw: Gateway, req: ChatRequest, name: str, tenant: str) -> ChatOutcome:
-    policy, (o,) = await gw.classify(name, [req.last_user_text()], tenant)
+    _, (o,) = await gw.classify(name, [req.last_user_text()], tenant)
     out = _from_outcome(o)
     if req.stream:
         out.stream = _sse_from_text(name, o.label, _include_usage(req))

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["main", "app"]
+__all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hybrid Router: specialists first, "
                   "foundation models when needed.")
@@ -107,7 +107,14 @@ def report(
     """Render the split of traffic, cost and latency by path as a PNG or HTML report."""
     import httpx
 
-    from .report import from_metrics_text, from_prometheus, from_simulation, load_simulation, render_html, render_png
+    from .report import (
+        from_metrics_text,
+        from_prometheus,
+        from_simulation,
+        load_simulation,
+        render_html,
+        render_png,
+    )
 
     sources = [s for s in (prometheus, metrics, simulation) if s is not None]
     if len(sources) != 1:

@@ -19,7 +19,7 @@ from specialists import Prediction
 
 from .policy import AutoRoute, ChatRoute, ClassifyRoute
 
-__all__ = ["Answer", "Escalate", "Decision", "decide", "REASONS"]
+__all__ = ["REASONS", "Answer", "Decision", "Escalate", "decide"]
 
 EscalateReason = Literal[
     "low_confidence",

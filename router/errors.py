@@ -19,15 +19,15 @@ in this tree: they stop the process and never become responses.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "GatewayError",
     "InvalidRequestError",
-    "PayloadTooLargeError",
-    "AuthenticationError",
     "ModelNotFoundError",
+    "PayloadTooLargeError",
     "RateLimitedError",
+    "ServiceUnavailableError",
     "UpstreamError",
     "UpstreamTimeoutError",
-    "ServiceUnavailableError",
     "error_body",
     "problem_body",
 ]

@@ -41,7 +41,7 @@ from .policy import AliasSpec
 from .pricing import PriceTable
 from .settings import FoundationSettings
 
-__all__ = ["Escalator", "AliasClient", "LabelResult", "ChatResult", "InvalidLabelError", "Usage"]
+__all__ = ["AliasClient", "ChatResult", "Escalator", "InvalidLabelError", "LabelResult", "Usage"]
 
 log = logging.getLogger("router.escalation")
 
@@ -228,14 +228,16 @@ class Escalator:
                 raise InvalidLabelError(f"foundation alias {client.name!r} answered outside the label set")
             return LabelResult(label, client.name, self._usage(client, resp))
 
-        return await self._with_fallbacks(alias, attempt)
+        result: LabelResult = await self._with_fallbacks(alias, attempt)
+        return result
 
     async def chat(self, alias: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> ChatResult:
         async def attempt(client: AliasClient) -> ChatResult:
             resp = await self._call(client, messages, params)
             return ChatResult(resp.model_dump(exclude_none=True), client.name, self._usage(client, resp))
 
-        return await self._with_fallbacks(alias, attempt)
+        result: ChatResult = await self._with_fallbacks(alias, attempt)
+        return result
 
     async def stream(
         self, alias: str, messages: list[dict[str, Any]], params: dict[str, Any]

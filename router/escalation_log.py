@@ -15,7 +15,7 @@ import time
 from .policy import EscalationLog as EscalationLogPolicy
 from .redis_state import RedisState
 
-__all__ = ["EscalationLog", "STREAM"]
+__all__ = ["STREAM", "EscalationLog"]
 
 STREAM = "gw:v1:escalations"
 _MAX_PENDING = 256

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from specialists import InferenceError, Prediction, Specialist, SpecialistSet
 from starlette.concurrency import run_in_threadpool
+
+from specialists import InferenceError, Prediction, Specialist, SpecialistSet
 
 from .budget import BudgetTracker
 from .cache import ResponseCache, fingerprint
@@ -27,7 +28,7 @@ from .errors import GatewayError, InvalidRequestError, ModelNotFoundError, Servi
 from .escalation import Escalator, InvalidLabelError
 from .escalation_log import EscalationLog
 from .metrics import STAGE_CACHE, STAGE_FOUNDATION, STAGE_SPECIALIST, GatewayMetrics
-from .policy import AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy
+from .policy import ClassifyRoute, LoadedPolicy
 from .shadow import ShadowChecker
 
 __all__ = ["Gateway", "Outcome", "normalize"]

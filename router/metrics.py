@@ -16,11 +16,18 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["GatewayMetrics", "CONTENT_TYPE_LATEST", "PATHS", "STAGES"]
+__all__ = ["CONTENT_TYPE_LATEST", "PATHS", "STAGES", "GatewayMetrics"]
 
 PATHS = ("specialist", "foundation", "cache", "degraded")
 STAGES = ("cache", "specialist", "foundation")
@@ -177,5 +184,5 @@ class GatewayMetrics:
         if self._multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=str(self._multiprocess_dir))
+        MultiProcessCollector(merged, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
         return generate_latest(merged)

@@ -24,9 +24,9 @@ __all__ = [
     "AliasSpec",
     "AutoRoute",
     "Budgets",
-    "EscalationLog",
     "ChatRoute",
     "ClassifyRoute",
+    "EscalationLog",
     "LoadedPolicy",
     "Policy",
     "PolicyConfigError",
@@ -196,10 +196,10 @@ def _line_of(doc: Any, loc: Iterable[Any]) -> int | None:
     for part in loc:
         try:
             if hasattr(node, "lc") and isinstance(node, dict) and part in node:
-                line = node.lc.key(part)[0] + 1
+                line = node.lc.key(part)[0] + 1  # type: ignore[attr-defined]  # ruamel's CommentedMap
                 node = node[part]
             elif hasattr(node, "lc") and isinstance(node, list) and isinstance(part, int):
-                line = node.lc.item(part)[0] + 1
+                line = node.lc.item(part)[0] + 1  # type: ignore[attr-defined]  # ruamel's CommentedSeq
                 node = node[part]
             else:
                 break

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from .settings import RedisSettings
 
-__all__ = ["RedisState", "RedisErrorSink"]
+__all__ = ["RedisErrorSink", "RedisState"]
 
 log = logging.getLogger("router.redis")
 
@@ -44,7 +44,8 @@ def _build(settings: RedisSettings) -> tuple[Any, Callable[[], Any]]:
     common: dict[str, Any] = {"socket_timeout": settings.timeout_s, "socket_connect_timeout": settings.timeout_s}
     if settings.sentinel_master:
         hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in settings.sentinels]
-        sentinel = Sentinel(hosts, sentinel_kwargs=common, **common, password=settings.sentinel_password or None)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            hosts, sentinel_kwargs=common, **common, password=settings.sentinel_password or None)
         client = sentinel.master_for(settings.sentinel_master, retry=Retry(NoBackoff(), 0), **common)
         return client, lambda: sentinel.master_for(settings.sentinel_master or "", socket_timeout=None)
     if settings.cluster:

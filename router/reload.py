@@ -23,7 +23,7 @@ from pathlib import Path
 from .gateway import Gateway
 from .policy import LoadedPolicy, PolicyConfigError, load_policy, parse_policy
 
-__all__ = ["PolicyReloader", "ReloadResult", "POLICY_CHANNEL", "POLICY_TEXT_KEY"]
+__all__ = ["POLICY_CHANNEL", "POLICY_TEXT_KEY", "PolicyReloader", "ReloadResult"]
 
 POLICY_CHANNEL = "gw:v1:policy"
 POLICY_TEXT_KEY = "gw:v1:policy:text"

@@ -22,8 +22,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .metrics import PATHS
 
-__all__ = ["PathRow", "Split", "from_metrics_text", "from_prometheus", "from_simulation", "render_png",
-           "render_html"]
+__all__ = [
+    "PathRow",
+    "Split",
+    "from_metrics_text",
+    "from_prometheus",
+    "from_simulation",
+    "render_html",
+    "render_png",
+]
 
 QUANTILES = (0.5, 0.95, 0.99)
 
@@ -143,8 +150,8 @@ def from_simulation(data: dict[str, Any], title: str) -> Split:
                 {q: spec_ms + fm_ms for q in QUANTILES}),
     ]
     avoided = (everything["cost_usd"] - point["cost_usd"]) * per
-    notes = [f"simulated: route {data['route']}, min_confidence {point['min_confidence']}, "
-             f"accuracy {point['accuracy']:.1%}", data["foundation_source"],
+    notes = [(f"simulated: route {data['route']}, min_confidence {point['min_confidence']}, "
+              f"accuracy {point['accuracy']:.1%}"), data["foundation_source"],
              "latency: specialist p50 and an assumed foundation latency (not measured)"]
     return Split(title, rows, avoided, notes)
 
@@ -193,7 +200,7 @@ def render_html(split: Split, out: Path) -> None:
     image = base64.b64encode(png.read_bytes()).decode()
     png.unlink()
     rows = "".join(
-        f"<tr><td>{html.escape(r.path)}</td><td>{r.requests:,.0f}</td><td>{r.cost_usd:.6f}</td>"
+        (f"<tr><td>{html.escape(r.path)}</td><td>{r.requests:,.0f}</td><td>{r.cost_usd:.6f}</td>")
         + "".join(f"<td>{'' if r.latency_ms.get(q) is None else f'{r.latency_ms[q]:.3f}'}</td>" for q in QUANTILES)
         + "</tr>" for r in split.rows)
     out.write_text(

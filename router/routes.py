@@ -22,11 +22,11 @@ from starlette.routing import Route
 from .chat import complete
 from .errors import AuthenticationError, InvalidRequestError, PayloadTooLargeError
 from .gateway import Gateway
-from .reload import PolicyReloader
 from .metrics import CONTENT_TYPE_LATEST
+from .reload import PolicyReloader
 from .schemas import ChatRequest, ClassifyRequest
 
-__all__ = ["build_routes", "build_admin_routes", "request_id"]
+__all__ = ["build_admin_routes", "build_routes", "request_id"]
 
 M = TypeVar("M", bound=BaseModel)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

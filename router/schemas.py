@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["ClassifyRequest", "ChatMessage", "ChatRequest"]
+__all__ = ["ChatMessage", "ChatRequest", "ClassifyRequest"]
 
 NonEmptyText = Annotated[str, Field(min_length=1)]
 

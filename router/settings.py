@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "RedisSettings", "FoundationSettings", "read_secret_env", "multiprocess_metrics_dir"]
+__all__ = ["FoundationSettings", "RedisSettings", "Settings", "multiprocess_metrics_dir", "read_secret_env"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 

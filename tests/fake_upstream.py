@@ -35,7 +35,7 @@ try:
 except ModuleNotFoundError:  # run as a script: python tests/fake_upstream.py
     from server_thread import ServerThread  # type: ignore[no-redef]
 
-_LABELS_IN_PROMPT = re.compile(r"these labels: (.+?)\. Reply", re.S)
+_LABELS_IN_PROMPT = re.compile(r"these labels: (.+?)\. Reply", re.DOTALL)
 _MARKER = re.compile(r"\[\[label:([^\]]+)\]\]")
 
 

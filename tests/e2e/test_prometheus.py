@@ -33,13 +33,13 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from router.app import create_app
+from router.cli import main as cli_main
 from router.decision import REASONS
 from router.metrics import GatewayMetrics
+from router.report import from_prometheus
 from router.settings import Settings
 from tests.e2e._traffic import BROKEN_ROUTE, send_traffic
 from tests.fake_upstream import Upstream
-from router.cli import main as cli_main
-from router.report import from_prometheus
 from tests.server_thread import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -388,7 +388,7 @@ def test_dashboard_and_alert_queries_against_live_prometheus(
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         split = from_prometheus(prom.url, "5m", "t")
         by_path = {r.path: r.requests for r in split.rows}
-        assert set(k for k, v in by_path.items() if v > 0) == {"specialist", "foundation", "cache", "degraded"}
+        assert {k for k, v in by_path.items() if v > 0} == {"specialist", "foundation", "cache", "degraded"}
         assert split.rows[0].latency_ms[0.5] is not None
     finally:
         prom.stop()

@@ -35,7 +35,7 @@ def test_two_workers_report_every_request(write_policy: Callable[..., Path], red
             for _ in range(20):  # whichever worker answers the scrape, it reports all of them
                 text = client.get("/metrics").text
                 total = sum(float(v) for v in re.findall(
-                    r'^hybrid_router_requests_total\{[^}]*route="sentiment"[^}]*\} (\S+)$', text, re.M))
+                    r'^hybrid_router_requests_total\{[^}]*route="sentiment"[^}]*\} (\S+)$', text, re.MULTILINE))
                 assert total == sent
     finally:
         gw.stop()

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
@@ -126,7 +125,7 @@ async def test_batch_keeps_order_and_mixes_paths(
 ) -> None:
     client = client_for(make_settings(write_policy(edit=_threshold(0.97))))
     texts = [POSITIVE, f"{PLAIN} [[label:positive]]", "a dull , lifeless and tedious mess .",
-             f"it is a film [[label:negative]]"] * 5
+             "it is a film [[label:negative]]"] * 5
     r = await client.post("/v1/classify", json={"task": "sentiment", "input": texts})
     assert r.status_code == 200, r.text
     results = r.json()["results"]

@@ -3,6 +3,7 @@ stopped and restarted in the middle of traffic (never the machine's shared Redis
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -95,7 +96,7 @@ def cluster(tmp_path: Path) -> Iterator[list[int]]:
                         "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=30)
         deadline = time.monotonic() + 15
         while b"cluster_state:ok" not in subprocess.run(
-                [_binary("redis-cli"), "-p", str(ports[0]), "cluster", "info"], capture_output=True).stdout:
+                [_binary("redis-cli"), "-p", str(ports[0]), "cluster", "info"], capture_output=True, check=False).stdout:
             assert time.monotonic() < deadline, "cluster did not become ok"
             time.sleep(0.1)
         yield ports
@@ -153,8 +154,8 @@ async def test_redis_restarted_mid_traffic_loses_no_request(tmp_path: Path, writ
             deadline = time.monotonic() + 10
             while (await client.get("/readyz")).json()["cache"]["state"] != "ok":
                 assert time.monotonic() < deadline
-                time.sleep(0.1)
-            time.sleep(0.6)  # past the breaker's reset: the next request probes Redis again
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.6)  # past the breaker's reset: the next request probes Redis again
             await send(20)
             await app.state.gateway.cache.close()
     finally:
@@ -170,7 +171,7 @@ async def test_gateway_through_sentinel(tmp_path: Path, write_policy: Callable[.
     conf = tmp_path / "sentinel.conf"
     conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
                     f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n")
-    sentinel = subprocess.Popen([_binary("redis-server"), str(conf), "--sentinel"],
+    sentinel = subprocess.Popen([_binary("redis-server"), str(conf), "--sentinel"],  # noqa: ASYNC220 - test setup
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         probe = redis.Redis(host="127.0.0.1", port=sentinel_port, socket_timeout=0.5)
@@ -182,7 +183,7 @@ async def test_gateway_through_sentinel(tmp_path: Path, write_policy: Callable[.
             except redis.RedisError:
                 pass
             assert time.monotonic() < deadline, "sentinel did not come up"
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
         probe.close()
         settings = _settings(write_policy, RedisSettings(sentinels=(f"127.0.0.1:{sentinel_port}",),
                                                          sentinel_master="mymaster", timeout_s=0.5))
