@@ -47,6 +47,8 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry(),
                              settings.metrics_dir or multiprocess_metrics_dir())
     specialists = SpecialistSet.load(settings.specialists_dir)
+    for name in specialists:  # first inference allocates (ORT arenas, caches): not on a request
+        specialists[name].predict_one("warm up")
     policy = load_policy(settings.policy_path, {n: specialists[n].classes for n in specialists})
     metrics.set_policy_version(policy.version)
     metrics.prepare_routes(list(policy.policy.routes), policy.policy.shadow.sample_rate > 0)

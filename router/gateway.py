@@ -146,8 +146,9 @@ class Gateway:
         return self.escalator.estimate_cost(alias, tokens, _LABEL_TOKENS)
 
     def observe(self, o: Outcome, seconds: float) -> None:
-        self.metrics.answered(o.route, o.path, o.reason, seconds, o.cost_usd, o.foundation_alias or "none",
-                              o.cost_avoided_usd)
+        # Money is attributed to an alias only on the foundation path; elsewhere it is CPU time.
+        alias = (o.foundation_alias or "none") if o.path == "foundation" else "none"
+        self.metrics.answered(o.route, o.path, o.reason, seconds, o.cost_usd, alias, o.cost_avoided_usd)
 
     # ---- classification ----------------------------------------------------------------------
     def classify_route(self, policy: LoadedPolicy, name: str) -> ClassifyRoute:
