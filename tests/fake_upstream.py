@@ -11,7 +11,7 @@ The requested model name picks the behaviour:
 
 A classification answer is the label written in the text as ``[[label:X]]`` if present, else the
 first label of the JSON-schema enum or of the prompt's label list. Every request body is kept in
-`Upstream.received`. Run standalone: ``python tests/fake_upstream.py --port 9100 [--latency-ms 0]``.
+`Upstream.received`. Run standalone: ``python tests/fake_upstream.py [--host 127.0.0.1] --port 9100 [--latency-ms 0]``.
 """
 
 from __future__ import annotations
@@ -133,8 +133,9 @@ class Upstream(ServerThread):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args()
-    uvicorn.run(create_upstream_app([], args.latency_ms / 1000), host="127.0.0.1", port=args.port,
+    uvicorn.run(create_upstream_app([], args.latency_ms / 1000), host=args.host, port=args.port,
                 log_level="warning", access_log=False)
