@@ -1,0 +1,52 @@
+"""`simulate` and `tune` on every bundled specialist with the shared datasets (when present)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from router.cli import main
+from router.policy import load_policy
+from tests.conftest import ROOT, SHARED_DATA, requires_shared_data
+
+pytestmark = [pytest.mark.shared_data, requires_shared_data()]
+
+# route -> (evaluation file, tuning file); a dev split where the dataset has one.
+DATA = {
+    "sentiment": ("sst2/test.jsonl", "sst2/dev.jsonl"),
+    "spam": ("sms_spam/test.jsonl", "sms_spam/test.jsonl"),
+    "intent": ("clinc150/test.jsonl", "clinc150/dev.jsonl"),
+    "banking": ("banking77/test.jsonl", "banking77/test.jsonl"),
+    "question_type": ("trec/test.jsonl", "trec/test.jsonl"),
+    "request_type": ("dolly/test.jsonl", "dolly/dev.jsonl"),
+    "topic": ("ag_news/test.jsonl", "ag_news/test.jsonl"),
+}
+
+
+def run(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    return int(done.value.code or 0)
+
+
+@pytest.mark.parametrize("route", sorted(DATA))
+def test_simulate_and_tune_every_bundled_route(route: str, tmp_path: Path) -> None:
+    test_file, dev_file = DATA[route]
+    out = tmp_path / "sim.json"
+    assert run(["simulate", "--route", route, "--data", str(SHARED_DATA / test_file), "--limit", "1500",
+                "--foundation-accuracy", "0.95", "--json", str(out)]) == 0
+    sim = orjson.loads(out.read_bytes())
+    point = sim["policy"]
+    assert point["specialist_share"] + point["escalated_share"] == pytest.approx(1.0)
+    assert 0.5 < point["accuracy"] <= 1.0
+    assert sim["decide_checked_rows"] == sim["rows"]
+    policy = tmp_path / "policy.yaml"
+    shutil.copy(ROOT / "policies" / "default.yaml", policy)
+    assert run(["tune", "--route", route, "--policy", str(policy), "--data", str(SHARED_DATA / dev_file),
+                "--limit", "1500", "--target-accuracy", "0.9", "--foundation-accuracy", "0.95", "--write"]) == 0
+    tuned = load_policy(policy).policy.routes[route]
+    assert 0.0 <= tuned.min_confidence <= 1.0
+    assert "# Hybrid Router default policy" in policy.read_text()  # comments kept
