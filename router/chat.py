@@ -187,9 +187,7 @@ async def _foundation(
             finally:
                 gw.metrics.stage(STAGE_FOUNDATION, time.perf_counter() - tf)
             usage = result.usage
-            await gw.budget.add(usage.cost_usd)
-            gw.metrics.foundation_tokens.labels(result.alias, "prompt").inc(usage.prompt_tokens)
-            gw.metrics.foundation_tokens.labels(result.alias, "completion").inc(usage.completion_tokens)
+            await gw.account(result.alias, usage)
             body = result.body
             body["model"] = req.model
             return orjson.dumps({"body": body, "cost_usd": usage.cost_usd, "alias": result.alias})
@@ -237,9 +235,7 @@ async def _foundation_stream(
             yield b"data: " + orjson.dumps(error_body(err)) + b"\n\n"
         finally:
             usage = usage_of()
-            await gw.budget.add(usage.cost_usd)
-            gw.metrics.foundation_tokens.labels(used, "prompt").inc(usage.prompt_tokens)
-            gw.metrics.foundation_tokens.labels(used, "completion").inc(usage.completion_tokens)
+            await gw.account(used, usage)
             o = Outcome(route_name, "", confidence or 0.0, "foundation", reason, usage.cost_usd + extra_cost,
                         0.0, 0.0, policy.version, None, None, used)
             gw.observe(o, time.perf_counter() - start)

@@ -13,7 +13,7 @@ a closed set (they become metric labels):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from specialists import Prediction
 
@@ -34,14 +34,7 @@ EscalateReason = Literal[
 
 REASONS: tuple[str, ...] = (
     "confident",
-    "low_confidence",
-    "escalate_label",
-    "novel_input",
-    "no_canned_answer",
-    "specialist_error",
-    "request_type",
-    "passthrough",
-    "shadow_drift",
+    *get_args(EscalateReason),
     # outcomes decided after escalation, by the gateway:
     "cache_hit",
     "coalesced",

@@ -25,7 +25,7 @@ from .cache import ResponseCache, fingerprint
 from .coalesce import Coalescer
 from .decision import Answer, Escalate, decide
 from .errors import GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
-from .escalation import Escalator, InvalidLabelError
+from .escalation import Escalator, InvalidLabelError, Usage
 from .escalation_log import EscalationLog
 from .metrics import STAGE_CACHE, STAGE_FOUNDATION, STAGE_SPECIALIST, GatewayMetrics
 from .policy import ClassifyRoute, LoadedPolicy
@@ -132,6 +132,12 @@ class Gateway:
         self.metrics.stage(STAGE_SPECIALIST, time.perf_counter() - t0)
         self.metrics.observe_predictions(route_name, preds)
         return preds, cpu * self._cpu_usd_per_s / max(1, len(texts))
+
+    async def account(self, alias: str, usage: Usage) -> None:
+        """Book a foundation call: the shared budget and the token counters."""
+        await self.budget.add(usage.cost_usd)
+        self.metrics.foundation_tokens.labels(alias, "prompt").inc(usage.prompt_tokens)
+        self.metrics.foundation_tokens.labels(alias, "completion").inc(usage.completion_tokens)
 
     def foundation_open(self, alias: str | None) -> str | None:
         """None if `alias` can be called now, else the degradation reason."""
@@ -273,9 +279,7 @@ class Gateway:
                 finally:
                     self.metrics.stage(STAGE_FOUNDATION, time.perf_counter() - tf)
                 usage = result.usage
-                await self.budget.add(usage.cost_usd)
-                self.metrics.foundation_tokens.labels(result.alias, "prompt").inc(usage.prompt_tokens)
-                self.metrics.foundation_tokens.labels(result.alias, "completion").inc(usage.completion_tokens)
+                await self.account(result.alias, usage)
                 self.escalation_log.record(
                     policy.policy.escalation_log, route=route_name, reason=decision.reason,
                     specialist_label=None if pred is None else pred.label,
