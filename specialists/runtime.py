@@ -6,8 +6,9 @@ in ``specialists.training`` and is never imported by the runtime.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ __all__ = ["BUNDLED_DIR", "Prediction", "Specialist", "SpecialistSet", "load_spe
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 _BUCKET = 512  # max texts per session.run in predict()
+_EMPTY_IDS = np.zeros(1, dtype=np.int64)  # a text without known n-grams: the padding row only
+_EMPTY_WEIGHTS = np.zeros(1, dtype=np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,12 @@ def _session(model: bytes, where: Path) -> ort.InferenceSession:
 class Specialist:
     """A calibrated text classifier backed by one onnxruntime session."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, cache_size: int = 0) -> None:
+        """Load and verify the specialist in ``directory``.
+
+        ``cache_size`` > 0 keeps an LRU of that many recent texts for ``predict_one`` (off by
+        default so that latency figures are cold unless a caller opts in).
+        """
         directory = Path(directory)
         self.manifest = Manifest.load(directory)
         model = verify_sha256(directory / MODEL_FILE, self.manifest.sha256[MODEL_FILE])
@@ -74,9 +82,19 @@ class Specialist:
         n_out = self._session.get_outputs()[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(self.classes):
             raise ArtifactError(f"{directory / MODEL_FILE}: {n_out} outputs but {len(self.classes)} classes")
+        self.cache_size = max(0, int(cache_size))
+        self._cached: Callable[[str], tuple[Sequence[float], float]] = (
+            functools.lru_cache(maxsize=self.cache_size)(self._cache_entry)
+            if self.cache_size
+            else self._scores
+        )
 
     def __repr__(self) -> str:
         return f"Specialist(name={self.name!r}, version={self.version!r}, classes={len(self.classes)})"
+
+    def _cache_entry(self, text: str) -> tuple[tuple[float, ...], float]:
+        row, novelty = self._scores(text)
+        return tuple(row), novelty
 
     def _run(self, ids: npt.NDArray[np.int64], weights: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         try:
@@ -85,64 +103,78 @@ class Specialist:
             raise InferenceError(f"{self.name}: onnxruntime failed ({exc})") from exc
         return np.asarray(out[0], dtype=np.float32)
 
-    def _featurize(self, text: str) -> tuple[list[int], list[float], float]:
+    def _check(self, text: object) -> None:
         if not isinstance(text, str):
             raise InferenceError(f"{self.name}: expected str, got {type(text).__name__}")
-        return self._featurizer.featurize(text, self.max_chars)
 
-    def _prediction(self, row: npt.NDArray[np.float32], novelty: float) -> Prediction:
-        values = row.tolist()
-        best = int(row.argmax())
+    def _prediction(self, row: list[float], novelty: float) -> Prediction:
+        best = row.index(max(row))
         return Prediction(
             label=self.classes[best],
-            confidence=values[best],
-            probabilities=dict(zip(self.classes, values)),
+            confidence=row[best],
+            probabilities=dict(zip(self.classes, row)),
             novelty=novelty,
             specialist=self.name,
             version=self.version,
         )
 
+    def _scores(self, text: str) -> tuple[list[float], float]:
+        """Probabilities (class order) and novelty of one text, without the LRU."""
+        ids, weights, novelty = self._featurizer.featurize(text, self.max_chars)
+        if not len(ids):
+            ids, weights = _EMPTY_IDS, _EMPTY_WEIGHTS
+        probs = self._run(ids.reshape(1, -1), weights.reshape(1, -1))
+        return probs[0].tolist(), novelty
+
     def predict_one(self, text: str) -> Prediction:
-        """Classify one text (fast path; identical results to ``predict([text])[0]``)."""
-        ids, weights, novelty = self._featurize(text)
-        if not ids:
-            ids, weights = [0], [0.0]
-        probs = self._run(np.array([ids], dtype=np.int64), np.array([weights], dtype=np.float32))
-        return self._prediction(probs[0], novelty)
+        """Classify one text (fast path; identical results to ``predict([text])[0]``).
+
+        With ``cache_size > 0`` repeated texts (same first ``max_chars`` characters) are
+        answered from a bounded LRU of probabilities; every call still gets a fresh Prediction.
+        """
+        self._check(text)
+        row, novelty = self._cached(text[: self.max_chars])
+        return self._prediction(list(row), novelty)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Classify a batch of texts.
 
-        Texts are featurized, sorted by feature count and cut into length buckets so that
-        padding stays small; each bucket is one batched ``session.run`` (a single run for
-        batches of similar-length texts, at most ``_BUCKET`` texts per run).
+        Texts are featurized (weights computed in one numpy pass), sorted by feature count
+        and cut into length buckets so that padding stays small; each bucket is one batched
+        ``session.run`` (at most ``_BUCKET`` texts, rows at most twice as wide as the narrowest).
         """
         if isinstance(texts, str):
             raise InferenceError(f"{self.name}: predict() takes a sequence of texts, not a str")
-        feats = [self._featurize(t) for t in texts]
-        if not feats:
+        for text in texts:
+            self._check(text)
+        if not texts:
             return []
-        order = sorted(range(len(feats)), key=lambda r: len(feats[r][0]))
-        probs = np.empty((len(feats), len(self.classes)), dtype=np.float32)
+        ids, weights, lens, novelties = self._featurizer.featurize_batch(texts, self.max_chars)
+        starts = np.cumsum(lens) - lens
+        order = np.argsort(lens, kind="stable")
+        sorted_lens = lens[order].tolist()
+        probs = np.empty((len(lens), len(self.classes)), dtype=np.float32)
         start, n = 0, len(order)
         while start < n:
-            # a bucket holds rows at most twice as wide as its narrowest (>= 8) row
-            limit = 2 * max(8, len(feats[order[start]][0]))
+            limit = 2 * max(8, sorted_lens[start])
             stop = start + 1
-            while stop < n and stop - start < _BUCKET and len(feats[order[stop]][0]) <= limit:
+            while stop < n and stop - start < _BUCKET and sorted_lens[stop] <= limit:
                 stop += 1
             rows = order[start:stop]
-            width = max(1, len(feats[order[stop - 1]][0]))
-            ids = np.zeros((len(rows), width), dtype=np.int64)
-            weights = np.zeros((len(rows), width), dtype=np.float32)
-            for j, r in enumerate(rows):
-                i, w, _ = feats[r]
-                if i:
-                    ids[j, : len(i)] = i
-                    weights[j, : len(w)] = w
-            probs[rows] = self._run(ids, weights)
+            row_lens = lens[rows]
+            width = max(1, sorted_lens[stop - 1])
+            pad_ids = np.zeros((len(rows), width), dtype=np.int64)
+            pad_weights = np.zeros((len(rows), width), dtype=np.float32)
+            total = int(row_lens.sum())
+            if total:
+                r = np.repeat(np.arange(len(rows)), row_lens)
+                col = np.arange(total) - np.repeat(np.cumsum(row_lens) - row_lens, row_lens)
+                src = np.repeat(starts[rows], row_lens) + col
+                pad_ids[r, col] = ids[src]
+                pad_weights[r, col] = weights[src]
+            probs[rows] = self._run(pad_ids, pad_weights)
             start = stop
-        return [self._prediction(probs[r], f[2]) for r, f in enumerate(feats)]
+        return [self._prediction(row, nov) for row, nov in zip(probs.tolist(), novelties)]
 
 
 class SpecialistSet:
@@ -156,8 +188,13 @@ class SpecialistSet:
             self._by_name[spec.name] = spec
 
     @classmethod
-    def load(cls, directory: Path, names: Iterable[str] | None = None) -> SpecialistSet:
-        """Load every subdirectory of ``directory`` holding a manifest (or only ``names``)."""
+    def load(
+        cls, directory: Path, names: Iterable[str] | None = None, *, cache_size: int = 0
+    ) -> SpecialistSet:
+        """Load every subdirectory of ``directory`` holding a manifest (or only ``names``).
+
+        ``cache_size`` is passed to every :class:`Specialist` (per-specialist ``predict_one`` LRU).
+        """
         directory = Path(directory)
         if not directory.is_dir():
             raise ArtifactError(f"{directory}: specialists directory missing")
@@ -165,7 +202,7 @@ class SpecialistSet:
             dirs = sorted(p for p in directory.iterdir() if (p / MANIFEST_FILE).is_file())
         else:
             dirs = [directory / n for n in names]
-        return cls(Specialist(d) for d in dirs)
+        return cls(Specialist(d, cache_size=cache_size) for d in dirs)
 
     def __getitem__(self, name: str) -> Specialist:
         return self._by_name[name]
@@ -184,6 +221,9 @@ class SpecialistSet:
         return tuple(self._by_name)
 
 
-def load_specialists(directory: Path | None = None) -> SpecialistSet:
-    """Load the bundled specialists (or every specialist under ``directory``)."""
-    return SpecialistSet.load(BUNDLED_DIR if directory is None else Path(directory))
+def load_specialists(directory: Path | None = None, *, cache_size: int = 0) -> SpecialistSet:
+    """Load the bundled specialists (or every specialist under ``directory``).
+
+    ``cache_size`` > 0 enables a per-specialist LRU of recent ``predict_one`` texts.
+    """
+    return SpecialistSet.load(BUNDLED_DIR if directory is None else Path(directory), cache_size=cache_size)

@@ -48,6 +48,9 @@ class Job:
     source: dict[str, Any] = field(default_factory=dict)
     offdomain: dict[str, list[str]] = field(default_factory=dict)
     description: str = ""
+    # share of out-of-scope inputs expected in use: oos_dev rows are weighted to it when fitting
+    # the temperature (None: unweighted dev + oos_dev)
+    oos_share: float | None = None
 
 
 def _calibration_logits(job: Job, model: LinearSpecialist) -> tuple[np.ndarray, list[str], str]:
@@ -70,6 +73,16 @@ def _calibration_logits(job: Job, model: LinearSpecialist) -> tuple[np.ndarray, 
     return logits, list(job.train.labels), f"{CV_FOLDS}-fold out-of-fold predictions on train"
 
 
+def _calibration_weight(job: Job, n: int) -> np.ndarray | None:
+    """Row weights that give oos_dev the share ``job.oos_share`` of the calibration set."""
+    if job.oos_share is None or job.dev is None or not job.oos_dev:
+        return None
+    n_in, n_oos = len(job.dev), len(job.oos_dev)
+    weight = np.ones(n)
+    weight[n_in:] = job.oos_share / (1.0 - job.oos_share) * n_in / n_oos
+    return weight
+
+
 def _write_manifest(out: Path, data: dict[str, Any]) -> None:
     (out / MANIFEST_FILE).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -81,7 +94,10 @@ def build(job: Job, out: Path, measure_speed: bool = True) -> dict[str, Any]:
     model = fit(job.config, train.texts, train.labels)
     cal_logits, cal_labels, cal_how = _calibration_logits(job, model)
     y_cal = np.array([model.classes.index(lab) for lab in cal_labels])
-    model.temperature = fit_temperature(cal_logits, y_cal)
+    cal_weight = _calibration_weight(job, len(cal_labels))
+    model.temperature = fit_temperature(cal_logits, y_cal, cal_weight)
+    if cal_weight is not None:
+        cal_how += f", oos_dev rows weighted to an oos share of {job.oos_share:.4f}"
     write_artifacts(model, train.texts, out, job.name)
     model_bytes = (out / MODEL_FILE).read_bytes()
     sha = {MODEL_FILE: sha256_hex(model_bytes), FEATURES_FILE: sha256_hex((out / FEATURES_FILE).read_bytes())}

@@ -14,17 +14,17 @@ ACCURACY_LEVELS = ("0.90", "0.95", "0.98", "0.99")
 F64 = npt.NDArray[np.float64]
 
 
-def _nll(logits: F64, y: npt.NDArray[np.int64], temperature: float) -> float:
+def _nll(logits: F64, y: npt.NDArray[np.int64], temperature: float, weight: F64 | None = None) -> float:
     z = logits / temperature
     z = z - z.max(axis=1, keepdims=True)
     logz = np.log(np.exp(z).sum(axis=1))
-    return float(np.mean(logz - z[np.arange(len(y)), y]))
+    return float(np.average(logz - z[np.arange(len(y)), y], weights=weight))
 
 
-def fit_temperature(logits: F64, y: npt.NDArray[np.int64]) -> float:
-    """Temperature minimising the negative log-likelihood of ``softmax(logits / T)``."""
+def fit_temperature(logits: F64, y: npt.NDArray[np.int64], sample_weight: F64 | None = None) -> float:
+    """Temperature minimising the (optionally weighted) negative log-likelihood of ``softmax(logits / T)``."""
     res = minimize_scalar(
-        lambda lt: _nll(logits, y, math.exp(lt)),
+        lambda lt: _nll(logits, y, math.exp(lt), sample_weight),
         bounds=(-5.0, 5.0),
         method="bounded",
         options={"xatol": 1e-6},

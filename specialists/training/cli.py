@@ -56,7 +56,9 @@ def _train(args: argparse.Namespace) -> int:
         "splits": f"train={args.train} dev={args.dev} test={args.test}",
     }
     if args.source_md:
-        source = source_info(args.source_md.parent, source["splits"], args.source_md) | {"source_md": str(args.source_md)}
+        source = source_info(args.source_md.parent, source["splits"], args.source_md) | {
+            "source_md": str(args.source_md)
+        }
     config = TrainConfig(char_ngram=(2, 5) if args.char_ngrams else None, C=args.C)
     job = Job(
         name=args.name,

@@ -11,11 +11,16 @@ from specialists.training.build import Job
 from specialists.training.data import Split, load_split, merge, seeded_split
 from specialists.training.train import TrainConfig
 
-__all__ = ["AG_NEWS_SEED", "BUNDLED", "job_for", "source_info", "test_splits"]
+__all__ = ["AG_NEWS_SEED", "BUNDLED", "INTENT_OOS_SHARE", "job_for", "source_info", "test_splits"]
 
 AG_NEWS_SEED = 20240601
 AG_NEWS_FRACTIONS = (0.7, 0.1, 0.2)
 OFFDOMAIN_ROWS = 300
+# CLINC150's evaluation mix (4,500 in-scope + 1,000 oos rows): the oos share the intent
+# temperature is calibrated for (dev has only 100 oos rows in 3,100, i.e. 3%)
+INTENT_OOS_SHARE = 1000 / 5500
+# small datasets whose dev split is better spent on training (calibration: 5-fold out-of-fold)
+TRAIN_ON_DEV = ("sentiment",)
 
 # name -> (dataset folder, config, description)
 BUNDLED: dict[str, tuple[str, TrainConfig, str]] = {
@@ -49,12 +54,16 @@ BUNDLED: dict[str, tuple[str, TrainConfig, str]] = {
     ),
     "question_type": (
         "trec",
-        TrainConfig(char_ngram=(2, 5), char_min_df=2, model="svm", C=0.5, prefix_chars=25),
+        TrainConfig(
+            char_ngram=(2, 5), char_min_df=2, model="svm", C=0.7, prefix_chars=40, prefix_ngram=(1, 2)
+        ),
         "TREC coarse question type (ABBR, DESC, ENTY, HUM, LOC, NUM).",
     ),
     "request_type": (
         "dolly",
-        TrainConfig(word_min_df=2, C=10.0, word_max_features=100_000, prefix_chars=120),
+        TrainConfig(
+            word_min_df=2, C=5.0, word_max_features=100_000, prefix_chars=120, marker_pattern=r"\n\s*\n"
+        ),
         "Kind of LLM request (8 databricks-dolly categories: open_qa, brainstorming, ...).",
     ),
     "topic": (
@@ -130,6 +139,11 @@ def job_for(name: str, root: Path, config: TrainConfig | None = None) -> Job:
             "train.jsonl + oos_train.jsonl for training; dev.jsonl + oos_dev.jsonl for calibration and the "
             "oos threshold; test.jsonl + oos_test.jsonl for evaluation"
         )
+    elif name in TRAIN_ON_DEV:
+        splits = (
+            "train.jsonl + dev.jsonl for training (calibration on 5-fold out-of-fold predictions), "
+            "test.jsonl for evaluation"
+        )
     elif "dev" in s:
         splits = "train.jsonl for training, dev.jsonl for calibration/thresholds, test.jsonl for evaluation"
     else:
@@ -137,17 +151,22 @@ def job_for(name: str, root: Path, config: TrainConfig | None = None) -> Job:
             "train.jsonl for training (calibration on 5-fold out-of-fold predictions), "
             "test.jsonl for evaluation"
         )
-    train = merge(s["train"], s["oos_train"]) if name == "intent" else s["train"]
+    train, dev = s["train"], s.get("dev")
+    if name == "intent":
+        train = merge(train, s["oos_train"])
+    if name in TRAIN_ON_DEV and dev is not None:
+        train, dev = merge(train, dev), None
     return Job(
         name=name,
         config=config or default_config,
         train=train,
         test=s["test"],
-        dev=s.get("dev"),
+        dev=dev,
         oos_label="oos" if name == "intent" else None,
         oos_dev=s.get("oos_dev"),
         oos_test=s.get("oos_test"),
         source=source_info(folder, splits),
         offdomain=_offdomain(name, root),
         description=description,
+        oos_share=INTENT_OOS_SHARE if name == "intent" else None,
     )

@@ -41,6 +41,10 @@ class TrainConfig:
     char_max_features: int | None = None
     prefix_chars: int | None = None  # extra word block over the first N (lowercased) characters only
     prefix_ngram: tuple[int, int] = (1, 3)
+    # extra word block whose "tokens" are matches of this regex (e.g. a paragraph break, which
+    # marks a pasted context in instruction data); every match kind is one feature, l2-normalised
+    marker_pattern: str | None = None
+    marker_scale: float = 1.0
     weight_dtype: str = "float32"  # or "float16" (halves model.onnx, Cast in-graph)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -152,6 +156,22 @@ def _union(config: TrainConfig) -> FeatureUnion:
             )
         )
         weights["prefix"] = 1.0
+    if config.marker_pattern is not None:
+        blocks.append(
+            (
+                "marker",
+                TfidfVectorizer(
+                    analyzer="word",
+                    lowercase=True,
+                    token_pattern=config.marker_pattern,
+                    ngram_range=(1, 1),
+                    min_df=2,
+                    sublinear_tf=config.sublinear_tf,
+                    dtype=np.float64,
+                ),
+            )
+        )
+        weights["marker"] = config.marker_scale
     return FeatureUnion(blocks, transformer_weights=weights, n_jobs=None)
 
 

@@ -172,3 +172,31 @@ def test_thread_safety(tiny_dir: Path, tiny_data: dict[str, Path]) -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_lru_cache_gives_identical_fresh_predictions(tiny_dir: Path, tiny_data: dict[str, Path]) -> None:
+    cold = Specialist(tiny_dir)
+    cached = Specialist(tiny_dir, cache_size=8)
+    texts = load_split(tiny_data["test"]).texts[:20] + ["", "x" * 5000]
+    for _ in range(2):  # second round answers from the LRU (and evicts: 22 texts > 8 entries)
+        for text in texts:
+            a, b = cold.predict_one(text), cached.predict_one(text)
+            assert a == b
+    first, second = cached.predict_one(texts[0]), cached.predict_one(texts[0])
+    first.probabilities[cached.classes[0]] = -1.0  # callers may mutate their copy
+    assert second.probabilities[cached.classes[0]] >= 0.0
+    assert SpecialistSet.load(tiny_dir.parent, cache_size=4)["tiny"].cache_size == 4
+
+
+def test_featurize_batch_matches_single(tiny_dir: Path, tiny_data: dict[str, Path]) -> None:
+    featurizer = Specialist(tiny_dir)._featurizer
+    texts = load_split(tiny_data["test"]).texts[:30] + ["", "zzz qqq", "great  great\tgreat"]
+    ids, weights, lens, novelties = featurizer.featurize_batch(texts, 2000)
+    start = 0
+    for text, n, nov in zip(texts, lens.tolist(), novelties):
+        one_ids, one_weights, one_nov = featurizer.featurize(text, 2000)
+        assert ids[start : start + n].tolist() == one_ids.tolist()
+        assert np.allclose(weights[start : start + n], one_weights, rtol=1e-6, atol=0.0)
+        assert nov == one_nov
+        start += n
+    assert start == len(ids)
