@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import shutil
 from pathlib import Path
 
@@ -109,8 +110,12 @@ def test_unreachable_target_exits_1_without_writing(runner: CliRunner, setup: di
 def test_write_inserts_a_missing_key_and_keeps_the_default_policy_layout(tmp_path: Path) -> None:
     policy = tmp_path / "default.yaml"
     text = (REPO_ROOT / "policies" / "default.yaml").read_text()
-    policy.write_text(text.replace("    min_confidence: 0.9\n", "", 1))  # the spam route's
+    spam_line = re.search(r"  spam:\n(?:    .*\n)*?(    min_confidence: .*\n)", text)
+    assert spam_line is not None
+    line = spam_line.group(1)
+    start = text.index(line, spam_line.start())
+    policy.write_text(text[:start] + text[start + len(line):])  # the spam route without its threshold
     loaded = write_threshold(policy, "spam", 0.42)
     route = loaded.route("spam")
     assert isinstance(route, ClassifyRoute) and route.min_confidence == 0.42
-    assert policy.read_text() == text.replace("    min_confidence: 0.9\n", "    min_confidence: 0.42\n", 1)
+    assert policy.read_text() == text[:start] + "    min_confidence: 0.42\n" + text[start + len(line):]
