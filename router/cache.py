@@ -46,6 +46,10 @@ class ResponseCache(Protocol):
     @property
     def state(self) -> RedisState | None: ...
 
+    def peek(self, key: str) -> bytes | None:
+        """An answer already held in this process (no I/O, no event counted), else None."""
+        ...
+
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
     async def health(self) -> str: ...
@@ -63,6 +67,10 @@ class MemoryCache:
         self._max = max_entries
         self._max_value = max_value_bytes
         self._on_event = on_event
+
+    def peek(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        return item[1] if item is not None and item[0] >= time.monotonic() else None
 
     async def get(self, key: str) -> bytes | None:
         item = self._data.get(key)
@@ -117,6 +125,10 @@ class RedisCache:
         self._near.move_to_end(key)
         if len(self._near) > self._near_max:
             self._near.popitem(last=False)
+
+    def peek(self, key: str) -> bytes | None:
+        near = self._near.get(key)
+        return near[1] if near is not None and near[0] >= time.monotonic() else None
 
     async def get(self, key: str) -> bytes | None:
         near = self._near.get(key)
