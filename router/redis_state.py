@@ -127,13 +127,26 @@ class RedisState:
         ok, result = await self._run("exists", key)
         return bool(result) if ok else None
 
-    async def add_float(self, key: str, amount: float, ttl_s: int) -> float | None:
-        """INCRBYFLOAT with an expiry; the new total, or None when Redis is unreachable."""
-        ok, result = await self._run("incrbyfloat", key, amount)
-        if not ok:
+    async def add_floats(self, items: list[tuple[str, float, int]]) -> list[float] | None:
+        """Several INCRBYFLOAT-with-expiry in one round trip (a pipeline, no transaction).
+
+        The keys must share a hash tag under Cluster. Returns the new totals, or None when Redis is
+        unreachable.
+        """
+        if not self.available():
+            self._on_error("skipped")
             return None
-        await self._run("expire", key, ttl_s, nx=True)
-        return float(result)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, amount, ttl_s in items:
+                pipe.incrbyfloat(key, amount)
+                pipe.expire(key, ttl_s, nx=True)
+            results = await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the fail-open boundary, as in _run
+            self._failed(exc)
+            return None
+        self._ok()
+        return [float(r) for r in results[0::2]]
 
     async def get_float(self, key: str) -> float | None:
         ok, result = await self._run("get", key)
