@@ -117,9 +117,14 @@ def test_escalations_are_logged_without_inputs_by_default(
 
 
 def test_a_policy_reloaded_on_one_replica_reaches_the_other_within_a_second(
-    replicas: Callable[..., list[GatewayProcess]], tmp_path: Path,
+    replicas: Callable[..., list[GatewayProcess]], tmp_path: Path, redis_db: redis.Redis,
 ) -> None:
     a, b = replicas()
+    # Pub/sub delivers to current subscribers only: wait until both replicas listen.
+    deadline = time.monotonic() + 10
+    while dict(redis_db.pubsub_numsub("gw:v1:policy")).get(b"gw:v1:policy", 0) < 2:
+        assert time.monotonic() < deadline, "replicas did not subscribe to policy announcements"
+        time.sleep(0.05)
     version_b = classify(b, "fine .")["policy_version"]
     policy_a = tmp_path / "policy-0.yaml"
     policy_a.write_text(policy_a.read_text().replace("min_confidence: 1.0", "min_confidence: 0.5", 1))
