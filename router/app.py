@@ -9,6 +9,7 @@ that carries the request id and no internals.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -112,6 +113,18 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return _render(request, GatewayError(f"internal error; request id {request_id(request)}"))
 
 
+async def _freeze_heap(gw: Gateway) -> None:
+    """Move everything built at start-up out of the garbage collector's sight.
+
+    The specialists' vocabularies and litellm make ~380,000 long-lived objects; a full collection
+    over them took ~200 ms here and showed up as the foundation path's p99 at concurrency 8.
+    After `gc.freeze()` collections only scan what requests allocate.
+    """
+    await gw.escalator.wait_loaded()
+    gc.collect()
+    gc.freeze()
+
+
 async def _refresh_budget(gw: Gateway) -> None:
     """Pick up what other replicas spent, once a second."""
     while True:
@@ -136,10 +149,13 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gw.escalator.start()
         reloader.start()
-        budget_sync = asyncio.get_running_loop().create_task(_refresh_budget(gw))
+        loop = asyncio.get_running_loop()
+        budget_sync = loop.create_task(_refresh_budget(gw))
+        freeze = loop.create_task(_freeze_heap(gw))
         try:
             yield
         finally:
+            freeze.cancel()
             budget_sync.cancel()
             await reloader.stop()
             await gw.shadow.drain()

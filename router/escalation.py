@@ -185,6 +185,11 @@ class Escalator:
         self._litellm = litellm
         log.info("litellm %s loaded in %.2fs", getattr(litellm, "version", "?"), time.perf_counter() - t0)
 
+    async def wait_loaded(self) -> None:
+        """Return once the background litellm import (if one was started) has finished."""
+        if self._loading is not None:
+            await asyncio.shield(self._loading)
+
     @property
     def ready(self) -> bool:
         return self._litellm is not None or not self.any_configured()
