@@ -15,7 +15,6 @@ import redis
 
 from router.app import create_app
 from router.settings import Settings
-from tests.conftest import bundled_names
 from tests.fake_upstream import Upstream
 from tests.server_thread import ServerThread
 
@@ -108,13 +107,12 @@ async def test_async_client(gateway: ServerThread) -> None:
     await client.close()
 
 
-@pytest.mark.skipif("intent" not in bundled_names(), reason="intent specialist not bundled")
 def test_chat_route_canned_answer_and_escalation(sdk: openai.OpenAI, upstream: Upstream) -> None:
     raw = sdk.chat.completions.with_raw_response.create(
         model="support", messages=[{"role": "user", "content": "hello there, good morning"}])
-    if raw.headers["x-router-path"] == "specialist":
-        assert raw.parse().choices[0].message.content == "Hello! How can I help you today?"
-        assert upstream.received == []
+    assert raw.headers["x-router-path"] == "specialist"
+    assert raw.parse().choices[0].message.content == "Hello! How can I help you today?"
+    assert upstream.received == []
     oos = sdk.chat.completions.with_raw_response.create(
         model="support", messages=[{"role": "system", "content": "you are a bank"},
                                    {"role": "user", "content": "write me a poem about the color of the sea"}])
@@ -123,7 +121,6 @@ def test_chat_route_canned_answer_and_escalation(sdk: openai.OpenAI, upstream: U
     assert upstream.received[-1]["messages"][0] == {"role": "system", "content": "you are a bank"}
 
 
-@pytest.mark.skipif("request_type" not in bundled_names(), reason="request_type specialist not bundled")
 def test_auto_route_picks_a_tier(sdk: openai.OpenAI, upstream: Upstream) -> None:
     raw = sdk.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": "Write a short story about a dragon who loves tea."}])
