@@ -67,7 +67,11 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
     cache: ResponseCache
     if settings.redis.configured:
         state = RedisState(settings.redis, metrics.cache_event)
-        cache = RedisCache(state, metrics.cache_event)
+        # With `cache_url`, answers live in their own (evicting) Redis; spend, the escalation log
+        # and the policy stay in `state`, where cache pressure cannot evict them.
+        cache_state = state if settings.redis.cache_url is None else RedisState(
+            settings.redis.for_cache(), metrics.cache_event)
+        cache = RedisCache(cache_state, metrics.cache_event)
     else:
         log.info("no Redis configured (ROUTER_REDIS__URL): in-process cache, per-process budget and "
                  "coalescing, no escalation log")
@@ -76,7 +80,7 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
              ", ".join(f"{n}@{specialists[n].version}" for n in specialists), cache.backend)
     return Gateway(policy, specialists, cache, escalator, metrics, BudgetTracker(policy.policy.budgets, state),
                    Coalescer(cache, settings.redis.lock_ttl_ms), EscalationLog(state), ShadowChecker(metrics),
-                   settings.cpu_usd_per_core_hour)
+                   settings.cpu_usd_per_core_hour, state=state)
 
 
 def _render(request: Request, exc: GatewayError) -> Response:
@@ -162,6 +166,8 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
             await gw.budget.drain()
             await gw.escalation_log.drain()
             await gw.cache.close()
+            if gw.state is not None and gw.state is not gw.cache.state:
+                await gw.state.close()
 
     app = Starlette(
         routes=build_routes(gw, settings.max_body_bytes, settings.max_batch, settings.cache_per_tenant) + build_admin_routes(reloader, token),

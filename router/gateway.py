@@ -29,6 +29,7 @@ from .escalation import Escalator, InvalidLabelError, Usage
 from .escalation_log import EscalationLog
 from .metrics import STAGE_CACHE, STAGE_FOUNDATION, STAGE_SPECIALIST, GatewayMetrics
 from .policy import ClassifyRoute, LoadedPolicy
+from .redis_state import RedisState
 from .shadow import ShadowChecker
 
 __all__ = ["Gateway", "Outcome", "normalize"]
@@ -93,8 +94,12 @@ class Gateway:
         escalation_log: EscalationLog,
         shadow: ShadowChecker,
         cpu_usd_per_core_hour: float,
+        state: RedisState | None = None,
     ) -> None:
         self.shadow = shadow
+        # The replicas' shared state that must never be evicted (budget counters, escalation
+        # log, policy, API keys): the cache's Redis unless a separate cache Redis is configured.
+        self.state = state if state is not None else cache.state
         self.coalescer = coalescer
         self.escalation_log = escalation_log
         self.policy = policy

@@ -55,12 +55,19 @@ class PolicyReloader:
         self._stamp = self._file_stamp()
         self.last = ReloadResult(True, gateway.policy.version, time.time(), "startup")
 
-    def _file_stamp(self) -> tuple[float, int] | None:
+    def _file_stamp(self) -> tuple[int, int, int, int] | None:
+        """Identity and version of the file the policy path resolves to now.
+
+        `stat` follows symlinks, and the inode is part of the stamp: a Kubernetes ConfigMap
+        volume updates by swapping its `..data` symlink to a new directory of new files, which
+        may carry the same size and mtime as the old ones (and the mtime of the link itself
+        never changes).
+        """
         try:
             st = self._path.stat()
         except OSError:
             return None
-        return (st.st_mtime, st.st_size)
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
     def current(self) -> LoadedPolicy:
         return self._gw.policy
@@ -104,7 +111,7 @@ class PolicyReloader:
 
     async def _announce(self, loaded: LoadedPolicy) -> None:
         """Tell the other replicas: store the policy text, then publish its version."""
-        state = self._gw.cache.state
+        state = self._gw.state
         if state is None:
             return
         if await state.set(POLICY_TEXT_KEY, loaded.text.encode(), ttl_s=30 * 86400):
@@ -112,7 +119,7 @@ class PolicyReloader:
 
     async def _listen(self) -> None:
         """Apply policies announced by other replicas (validated here like any other)."""
-        state = self._gw.cache.state
+        state = self._gw.state
         assert state is not None
         async for message in state.subscribe(POLICY_CHANNEL):
             if message.decode() == self._gw.policy.version:
@@ -145,7 +152,7 @@ class PolicyReloader:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._watch())]
-        if self._gw.cache.state is not None:
+        if self._gw.state is not None:
             self._tasks.append(loop.create_task(self._listen()))
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # Only the main thread can own signals; servers run in test threads skip this.

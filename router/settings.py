@@ -23,6 +23,11 @@ class RedisSettings(BaseModel):
 
     url: SecretStr | None = None
     """redis://, rediss:// (TLS) or unix://, user and password in the URL; None = in-process state."""
+    cache_url: SecretStr | None = None
+    """A separate Redis for cached answers and coalescing locks only (`allkeys-lru`, no persistence);
+    None = they share `url`. Budget counters, the escalation log and the policy stay on `url`
+    (`noeviction`, persisted), so cache pressure can never evict spend. Uses the `cluster` flag
+    of `url`; Sentinel applies to `url` only."""
     timeout_s: float = Field(0.05, gt=0, le=10)
     """Per-command socket timeout: a slow Redis must not slow requests down."""
     cluster: bool = False
@@ -44,6 +49,13 @@ class RedisSettings(BaseModel):
     @property
     def configured(self) -> bool:
         return self.url is not None or self.sentinel_master is not None
+
+    def for_cache(self) -> RedisSettings:
+        """Settings of the cache's own connection (`cache_url`), or these when it shares `url`."""
+        if self.cache_url is None:
+            return self
+        return self.model_copy(update={"url": self.cache_url, "cache_url": None, "sentinels": (),
+                                       "sentinel_master": None, "sentinel_password": None})
 
 
 class FoundationSettings(BaseModel):
