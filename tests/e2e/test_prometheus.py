@@ -221,6 +221,7 @@ class _Prometheus:
     def __init__(self, binary: str, workdir: Path, target: str) -> None:
         config = yaml.safe_load(PROMETHEUS_YML.read_text())
         (job,) = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
+        job.pop("dns_sd_configs", None)  # the compose stack's service discovery; here one local target
         job.update(scrape_interval="1s", scrape_timeout="1s", static_configs=[{"targets": [target]}])
         config["scrape_configs"] = [job]
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
