@@ -12,6 +12,7 @@ TMPDIR, HOME unwritable), answers /healthz, /readyz and a classification.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -149,6 +150,11 @@ def test_the_build_context_serves_with_the_images_settings(tmp_path: Path) -> No
             assert time.monotonic() < deadline, "the build context did not become ready"
             time.sleep(0.2)
         assert httpx.get(base + "/healthz", timeout=5).json() == {"status": "ok"}
+        # The image's own HEALTHCHECK command, as Docker would run it in the container.
+        (health,) = [rest for word, rest in _instructions() if word == "HEALTHCHECK"]
+        command = json.loads(health[health.index("CMD") + 3:].strip())
+        command[0] = sys.executable if command[0] == "python" else command[0]
+        assert subprocess.run(command, env=env, check=False, timeout=30).returncode == 0
         ready = httpx.get(base + "/readyz", timeout=5).json()
         assert set(ready["specialists"]) == {p.name for p in (ctx / "specialists" / "bundled").iterdir()}
         r = httpx.post(base + "/v1/classify", json={"task": "sentiment", "input": "a wonderful film ."}, timeout=10)
