@@ -168,6 +168,9 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
             await gw.cache.close()
             if gw.state is not None and gw.state is not gw.cache.state:
                 await gw.state.close()
+            # What start-up froze becomes collectable again: a process that builds several apps
+            # (tests, embedding) would otherwise keep every stopped app's specialists forever.
+            gc.unfreeze()
 
     app = Starlette(
         routes=build_routes(gw, settings.max_body_bytes, settings.max_batch, settings.cache_per_tenant) + build_admin_routes(reloader, token),
