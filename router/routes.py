@@ -24,7 +24,7 @@ from .errors import AuthenticationError, InvalidRequestError, PayloadTooLargeErr
 from .gateway import Gateway
 from .metrics import CONTENT_TYPE_LATEST
 from .reload import PolicyReloader
-from .schemas import ChatRequest, ClassifyRequest
+from .schemas import ChatRequest, ClassifyRequest, FieldError
 
 __all__ = ["build_admin_routes", "build_routes", "request_id"]
 
@@ -78,10 +78,45 @@ async def _parse(request: Request, model: type[M], max_bytes: int) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or None
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise InvalidRequestError(f"{loc}: {first['msg']}{more}" if loc else first["msg"], param=loc) from exc
+        raise _invalid(exc, data) from exc
+
+
+def _invalid(exc: ValidationError, data: dict[str, Any]) -> InvalidRequestError:
+    """The one validation error worth reporting, with `param` naming the field at fault.
+
+    An unknown parameter is reported first and by name (it is the one the caller must drop); among
+    the alternatives of a union (a string or a list of strings), the most specific error wins.
+    """
+    errors = exc.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), None) or next(
+        (e for e in errors if not e["type"].endswith("_type") and e["type"] != "union_tag_invalid"), errors[0])
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        return InvalidRequestError(str(cause), param=cause.param)
+    loc = _readable_loc(first["loc"], data, missing=first["type"] == "missing")
+    if first["type"] == "extra_forbidden":
+        what = "parameter" if "." not in loc else "field"
+        return InvalidRequestError(f"unsupported {what}: {loc}", param=loc, code="unsupported_parameter")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return InvalidRequestError(f"{loc}: {first['msg']}{more}" if loc else first["msg"], param=loc or None)
+
+
+def _readable_loc(loc: tuple[int | str, ...], data: Any, missing: bool) -> str:
+    """`messages.0.content` rather than pydantic's `messages.0.user.content.str`.
+
+    Union branch names and discriminator tags are parts of pydantic's path that are not in the
+    request; walking the request along the path keeps only the parts that are (and, for a missing
+    field, its name).
+    """
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(data, dict) and isinstance(part, str) and part in data or isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        elif not (last and missing):
+            continue
+        parts.append(str(part))
+    return ".".join(parts)
 
 
 def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_cache: bool) -> list[Route]:
