@@ -105,18 +105,34 @@ def _readable_loc(loc: tuple[int | str, ...], data: Any, missing: bool) -> str:
     """`messages.0.content` rather than pydantic's `messages.0.user.content.str`.
 
     Union branch names and discriminator tags are parts of pydantic's path that are not in the
-    request; walking the request along the path keeps only the parts that are (and, for a missing
-    field, its name).
+    request: the path reported is the longest subsequence of pydantic's that exists in the request
+    and ends at the field at fault (for a missing field: ends with its name).
     """
-    parts: list[str] = []
-    for i, part in enumerate(loc):
-        last = i == len(loc) - 1
-        if isinstance(data, dict) and isinstance(part, str) and part in data or isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
-            data = data[part]
-        elif not (last and missing):
-            continue
-        parts.append(str(part))
-    return ".".join(parts)
+
+    def walk(i: int, node: Any, end: int, need_last: bool) -> list[str] | None:
+        if i == end:
+            return []
+        part = loc[i]
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            rest = walk(i + 1, node[part], end, need_last)
+            if rest is not None:
+                return [part, *rest]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            rest = walk(i + 1, node[part], end, need_last)
+            if rest is not None:
+                return [str(part), *rest]
+        if i == end - 1 and need_last:
+            return None
+        return walk(i + 1, node, end, need_last)
+
+    if missing:
+        found = walk(0, data, len(loc) - 1, need_last=False)
+        parts = None if found is None else [*found, str(loc[-1])]
+    else:
+        # Ends at the last part when it is in the request (a union branch can share a field's
+        # name: `{"type": "text", "text": ...}`); else at the deepest part that is.
+        parts = walk(0, data, len(loc), need_last=True) or walk(0, data, len(loc), need_last=False)
+    return ".".join(parts if parts is not None else (str(p) for p in loc))
 
 
 def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_cache: bool) -> list[Route]:
