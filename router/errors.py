@@ -2,12 +2,14 @@
 
     GatewayError                      500 server_error / internal_error
     ├── InvalidRequestError           400 invalid_request_error   (bad JSON, bad fields)
-    │   └── PayloadTooLargeError      413 invalid_request_error / payload_too_large
+    │   ├── PayloadTooLargeError      413 invalid_request_error / payload_too_large
+    │   └── UpstreamRejectedError     400 invalid_request_error / upstream_rejected (provider 4xx)
     ├── AuthenticationError           401 authentication_error     (admin endpoints)
     ├── ModelNotFoundError            404 invalid_request_error / model_not_found
     ├── RateLimitedError              429 rate_limit_error         (queue full; Retry-After)
     ├── UpstreamError                 502 api_error / upstream_error
-    │   └── UpstreamTimeoutError      504 api_error / upstream_timeout
+    │   ├── UpstreamTimeoutError      504 api_error / upstream_timeout
+    │   └── UpstreamRefusedError      502 api_error / upstream_refused (our key/model refused)
     └── ServiceUnavailableError       503 api_error / foundation_unavailable (Retry-After)
 
 `/v1/*` routes render OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}`` so
@@ -27,6 +29,8 @@ __all__ = [
     "RateLimitedError",
     "ServiceUnavailableError",
     "UpstreamError",
+    "UpstreamRefusedError",
+    "UpstreamRejectedError",
     "UpstreamTimeoutError",
     "error_body",
     "problem_body",
@@ -85,6 +89,19 @@ class UpstreamError(GatewayError):
 
 class UpstreamTimeoutError(UpstreamError):
     status, code = 504, "upstream_timeout"
+
+
+class UpstreamRefusedError(UpstreamError):
+    """The provider refused the operator's key, model or account (401/402/403/404): not the caller's doing."""
+
+    code = "upstream_refused"
+
+
+class UpstreamRejectedError(InvalidRequestError):
+    """The provider rejected this request (400/413/422: a value out of its range, context length,
+    content policy): the caller's to fix, and no sign that the alias is failing."""
+
+    code = "upstream_rejected"
 
 
 class ServiceUnavailableError(GatewayError):

@@ -3,13 +3,21 @@
 `Escalator` owns one `AliasClient` per policy alias: the resolved model, key and price name, a
 concurrency limit with a bounded wait queue, and a consecutive-failure circuit breaker. A call
 walks the alias and then its fallbacks; each attempt gets the alias timeout and up to
-`max_retries` retries with exponential backoff and jitter for retryable failures (timeouts, 429,
-5xx, connection errors). litellm's own errors are translated here, with ``raise ... from``:
+`max_retries` retries with exponential backoff and jitter for retryable failures. litellm's
+exceptions are sorted by class and provider status (never by what a caller can influence), and
+only upstream faults count toward a breaker, so no caller can switch an alias off for others:
 
-    all options timed out            -> UpstreamTimeoutError (504)
-    all options rate limited / full  -> RateLimitedError (429, Retry-After)
-    no option configured or breakers -> ServiceUnavailableError (503, Retry-After)
-    anything else                    -> UpstreamError (502)
+    outcome        cause                                  caller gets           retried fallback breaker
+    timeout        timeout, 408, 504                      504 upstream_timeout  yes     yes      counts
+    error          connection error, 5xx, garbage         502 upstream_error    yes     yes      counts
+    refused        401/402/403/404: our key or model      502 upstream_refused  no      yes      counts
+    rate_limited   429                                    429 rate_limited      yes     yes      -
+    rejected       400/413/422, other 4xx: the request    400 upstream_rejected no      no       -
+    invalid_label  an answer outside the label set        degraded or the fallback (route policy) -
+    (a bug)        an exception that is not litellm's     500, logged           no      no       -
+
+With several options failing the caller gets the most telling error (all timed out: 504; all
+rate limited or full: 429; no option configured or all breakers open: 503 with Retry-After).
 
 litellm is imported once, off the event loop, at start-up (`start()`), with the price table that
 ships with the pinned version (`LITELLM_LOCAL_MODEL_COST_MAP`) and offline mode on, so nothing
@@ -26,6 +34,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -35,6 +44,8 @@ from .errors import (
     RateLimitedError,
     ServiceUnavailableError,
     UpstreamError,
+    UpstreamRefusedError,
+    UpstreamRejectedError,
     UpstreamTimeoutError,
 )
 from .params import FORWARDED
@@ -212,9 +223,13 @@ class Escalator:
         return any(c.configured and c.breaker.allows() for c in self._chain(alias))
 
     async def classify(
-        self, alias: str, labels: Sequence[str], text: str, prompt: str | None
+        self, alias: str, labels: Sequence[str], text: str, prompt: str | None, fallback_on_invalid: bool = True
     ) -> LabelResult:
-        """Ask for one label of `labels`; only an allowed label is accepted."""
+        """Ask for one label of `labels`; only an allowed label is accepted.
+
+        An answer outside the set is outcome `invalid_label`: never a breaker failure; the next
+        alias of the chain is asked when `fallback_on_invalid` (the route's `on_invalid_label`).
+        """
         if prompt is None:
             messages = [
                 {"role": "system", "content": _CLASSIFY_SYSTEM.format(labels=", ".join(labels))},
@@ -237,7 +252,7 @@ class Escalator:
                 raise InvalidLabelError(f"foundation alias {client.name!r} answered outside the label set")
             return LabelResult(label, client.name, self._usage(client, resp))
 
-        result: LabelResult = await self._with_fallbacks(alias, attempt)
+        result: LabelResult = await self._with_fallbacks(alias, attempt, fallback_on_invalid)
         return result
 
     async def chat(self, alias: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> ChatResult:
@@ -279,7 +294,10 @@ class Escalator:
                                                     usage.get("completion_tokens", 0))
                 yield data
         except Exception as exc:
-            raise self._translate(client, exc) from exc
+            if not _from_provider(exc):
+                log.error("bug while streaming from alias %s: %s", client.name, type(exc).__name__, exc_info=exc)
+                raise GatewayError("internal error while streaming the answer") from exc
+            raise self._translate(client, exc)[0] from exc
 
     def estimate_cost(self, alias: str | None, prompt_tokens: int, completion_tokens: int) -> float:
         """What a call to `alias` would cost, from litellm's price table (0.0 when unknown)."""
@@ -295,7 +313,9 @@ class Escalator:
         names = [alias, *self.clients[alias].spec.fallbacks]
         return [self.clients[n] for n in dict.fromkeys(names) if n in self.clients]
 
-    async def _with_fallbacks(self, alias: str, attempt: Callable[[AliasClient], Any]) -> Any:
+    async def _with_fallbacks(
+        self, alias: str, attempt: Callable[[AliasClient], Any], fallback_on_invalid: bool = True
+    ) -> Any:
         errors: list[GatewayError] = []
         for client in self._chain(alias):
             if not client.configured:
@@ -322,6 +342,16 @@ class Escalator:
                     result = await attempt(client)
                 finally:
                     client.semaphore.release()
+            except UpstreamRejectedError:
+                raise  # the request's own fault: another alias would refuse it too; counts nowhere
+            except InvalidLabelError as exc:
+                errors.append(exc)  # the upstream answered: not a breaker failure
+                if not fallback_on_invalid:
+                    break
+                continue
+            except RateLimitedError as exc:
+                errors.append(exc)  # back off, not broken
+                continue
             except GatewayError as exc:
                 client.breaker.record(ok=False)
                 errors.append(exc)
@@ -352,27 +382,36 @@ class Escalator:
                     )
                 self._on_outcome(client.name, "ok")
                 return resp
-            except Exception as exc:  # translated below; litellm raises many unrelated classes
-                err = self._translate(client, exc)
-                retryable = isinstance(err, UpstreamTimeoutError | RateLimitedError) or (
-                    type(err) is UpstreamError and getattr(exc, "status_code", 500) >= 500
-                )
+            except Exception as exc:
+                if not _from_provider(exc):
+                    # A bug of ours (or litellm's): the app logs it with its traceback and answers
+                    # 500 with the request id; never retried, never counted against the alias.
+                    log.error("bug in a call to alias %s: %s", client.name, type(exc).__name__)
+                    raise
+                err, retryable = self._translate(client, exc)
                 if not retryable or attempt_no == spec.max_retries:
                     raise err from exc
                 await asyncio.sleep(min(2.0, 0.05 * 2**attempt_no) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
-    def _translate(self, client: AliasClient, exc: BaseException) -> GatewayError:
-        name = type(exc).__name__
-        status = getattr(exc, "status_code", None)
-        if isinstance(exc, TimeoutError) or name in ("Timeout", "APITimeoutError"):
-            self._on_outcome(client.name, "timeout")
-            return UpstreamTimeoutError(f"foundation alias {client.name!r} timed out")
-        if name == "RateLimitError" or status == 429:
-            self._on_outcome(client.name, "rate_limited")
-            return RateLimitedError(f"foundation alias {client.name!r} is rate limited upstream", retry_after_s=1)
-        self._on_outcome(client.name, "error")
-        return UpstreamError(f"foundation alias {client.name!r} failed ({name}{f' {status}' if status else ''})")
+    def _translate(self, client: AliasClient, exc: BaseException) -> tuple[GatewayError, bool]:
+        """A provider exception as (gateway error, retryable), counting the attempt's outcome."""
+        kind = _kind(exc)
+        self._on_outcome(client.name, kind.value)
+        status = _status(exc)
+        where = f"foundation alias {client.name!r}"
+        if kind is _Kind.TIMEOUT:
+            return UpstreamTimeoutError(f"{where} timed out"), True
+        if kind is _Kind.RATE_LIMITED:
+            return RateLimitedError(f"{where} is rate limited upstream", retry_after_s=1), True
+        if kind is _Kind.REJECTED:
+            detail = _sanitize(exc, secrets=(client.api_key, client.api_base))
+            return UpstreamRejectedError(f"the foundation model rejected the request (HTTP {status or 400})"
+                                         + (f": {detail}" if detail else "")), False
+        if kind is _Kind.REFUSED:
+            return UpstreamRefusedError(f"{where} was refused by its provider (HTTP {status}): the operator's "
+                                        "key, model or account needs attention"), False
+        return UpstreamError(f"{where} failed ({type(exc).__name__}{f' {status}' if status else ''})"), True
 
     def _usage(self, client: AliasClient, resp: Any) -> Usage:
         usage = getattr(resp, "usage", None)
@@ -390,6 +429,87 @@ class Escalator:
                 client.warned_price = True
             return Usage(prompt, completion, 0.0)
         return Usage(prompt, completion, price.cost(prompt, completion, cached))
+
+
+class _Kind(Enum):
+    """What a provider exception means for the breaker; values are metric outcomes."""
+
+    TIMEOUT = "timeout"
+    FAULT = "error"
+    REFUSED = "refused"
+    RATE_LIMITED = "rate_limited"
+    REJECTED = "rejected"
+
+
+# litellm's exception classes (litellm.exceptions, subclasses of openai's), looked up along the
+# class hierarchy, most specific first; the provider status decides for generic `APIError`s.
+_BY_CLASS: dict[str, _Kind] = {
+    "Timeout": _Kind.TIMEOUT,
+    "APITimeoutError": _Kind.TIMEOUT,
+    "RateLimitError": _Kind.RATE_LIMITED,
+    # BadRequestError subclasses that are about the deployment, not the request:
+    "LiteLLMUnknownProvider": _Kind.REFUSED,
+    "UnsupportedEndpointError": _Kind.REFUSED,
+    "EndpointNotSupportedByModelError": _Kind.REFUSED,
+    "PaymentRequiredError": _Kind.REFUSED,
+    "AuthenticationError": _Kind.REFUSED,
+    "PermissionDeniedError": _Kind.REFUSED,
+    "NotFoundError": _Kind.REFUSED,
+    "BadRequestError": _Kind.REJECTED,
+    "UnprocessableEntityError": _Kind.REJECTED,
+    "APIConnectionError": _Kind.FAULT,
+    "InternalServerError": _Kind.FAULT,
+    "ServiceUnavailableError": _Kind.FAULT,
+    "BadGatewayError": _Kind.FAULT,
+    "APIResponseValidationError": _Kind.FAULT,
+}
+_PROVIDER_MODULES = ("litellm", "openai", "httpx", "httpcore")
+
+
+def _from_provider(exc: BaseException) -> bool:
+    """True for what a provider call raises (litellm/openai errors, timeouts, transport errors)."""
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    return any(c.__module__.startswith(_PROVIDER_MODULES) for c in type(exc).__mro__[:-2])
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _kind(exc: BaseException) -> _Kind:
+    if isinstance(exc, TimeoutError):
+        return _Kind.TIMEOUT
+    for cls in type(exc).__mro__:
+        kind = _BY_CLASS.get(cls.__name__)
+        if kind is not None and cls.__module__.startswith(("litellm", "openai")):
+            return kind
+    status = _status(exc)
+    if status in (408, 504):
+        return _Kind.TIMEOUT
+    if status == 429:
+        return _Kind.RATE_LIMITED
+    if status in (401, 402, 403, 404):
+        return _Kind.REFUSED
+    if status is not None and 400 <= status < 500:
+        return _Kind.REJECTED  # 413, 409, ...: about this request, so not the alias's failure
+    return _Kind.FAULT
+
+
+_SECRET_LIKE = re.compile(r"(?i)\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{6,}|bearer\s+\S+|(?:api[_-]?key|token)\W+\S+")
+_PREFIX = re.compile(r"^.*?Exception - ", re.DOTALL)
+
+
+def _sanitize(exc: BaseException, secrets: Sequence[str | None]) -> str:
+    """The provider's own words about a rejected request: unwrapped, keys redacted, bounded."""
+    text = str(getattr(exc, "message", None) or exc)
+    text = _PREFIX.sub("", text, count=1)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    text = " ".join(_SECRET_LIKE.sub("[redacted]", text).split())
+    return text[:300] + ("…" if len(text) > 300 else "")
 
 
 def _summarize(errors: list[GatewayError]) -> GatewayError:

@@ -24,7 +24,13 @@ from .budget import BudgetTracker
 from .cache import ResponseCache, fingerprint
 from .coalesce import Coalescer
 from .decision import Answer, Escalate, decide
-from .errors import GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
+from .errors import (
+    GatewayError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+    UpstreamRejectedError,
+)
 from .escalation import Escalator, InvalidLabelError, Usage
 from .escalation_log import EscalationLog
 from .metrics import STAGE_CACHE, STAGE_FOUNDATION, STAGE_SPECIALIST, GatewayMetrics
@@ -298,7 +304,8 @@ class Gateway:
             async def ask() -> bytes:
                 tf = time.perf_counter()
                 try:
-                    result = await self.escalator.classify(alias, specialist.classes, text, route.prompt)
+                    result = await self.escalator.classify(alias, specialist.classes, text, route.prompt,
+                                                           route.on_invalid_label == "fallback")
                 finally:
                     self.metrics.stage(STAGE_FOUNDATION, time.perf_counter() - tf)
                 usage = result.usage
@@ -318,7 +325,11 @@ class Gateway:
                 record = orjson.loads(raw)
             except InvalidLabelError:
                 blocked = "invalid_label"
-            except GatewayError:
+            except UpstreamRejectedError:
+                blocked = "upstream_rejected"  # the provider refused this text: degraded, counted nowhere
+            except GatewayError as exc:
+                if type(exc) is GatewayError:
+                    raise  # an internal error, not a foundation fault: the caller gets the 500
                 blocked = "foundation_error"
         novelty = None if pred is None else pred.novelty
         if record is not None:

@@ -72,8 +72,8 @@ class GatewayMetrics:
             ["route", "reason"], registry=registry)
         self.foundation_calls = Counter(
             _P + "foundation_calls",
-            "Foundation model calls by alias and outcome (ok, timeout, rate_limited, error, "
-            "invalid_label, breaker_open, queue_full).",
+            "Foundation model calls by alias and outcome (ok, timeout, rate_limited, error, refused, "
+            "rejected, invalid_label, breaker_open, queue_full).",
             ["alias", "outcome"], registry=registry)
         self.foundation_tokens = Counter(
             _P + "foundation_tokens", "Foundation tokens by alias and kind (prompt, completion).",

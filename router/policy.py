@@ -82,6 +82,9 @@ class ClassifyRoute(_SpecialistGate):
     escalate_to: str | None = None
     prompt: str | None = None
     """Escalation prompt; `{labels}` and `{input}` are substituted. None = the built-in prompt."""
+    on_invalid_label: Literal["fallback", "degrade"] = "fallback"
+    """A foundation answer outside the label set: ask the alias's fallback, or answer degraded
+    from the specialist. Either way it never counts toward the alias's circuit breaker."""
 
 
 class ChatRoute(_SpecialistGate):

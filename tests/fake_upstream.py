@@ -8,6 +8,10 @@ The requested model name picks the behaviour:
     fake-500       500 server error
     fake-garbage   200 with a body that is not JSON
     fake-badlabel  answers a label outside any allowed set
+    fake-strict    like fake-ok, but 400 for what a real provider refuses: temperature over 1,
+                   max_tokens over 4096, `[[reject]]` in the text (a content-policy hit); the
+                   message quotes the key it was sent, as some providers do
+    fake-401       401: the key is refused (quoted in the message)
     (any)          answers `n` choices when asked (usage counts each)
 
 A classification answer is the label written in the text as ``[[label:X]]`` if present, else the
@@ -61,6 +65,23 @@ def _answer(body: dict[str, Any]) -> str:
     return orjson.dumps({"label": label}).decode() if enum else label
 
 
+def _strict_problem(body: dict[str, Any]) -> str | None:
+    temperature = body.get("temperature")
+    if isinstance(temperature, int | float) and temperature > 1:
+        return f"temperature: {temperature} is greater than the maximum of 1"
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, int) and max_tokens > 4096:
+        return f"max_tokens: {max_tokens} is greater than the maximum of 4096"
+    if "[[reject]]" in orjson.dumps(body.get("messages")).decode():
+        return "the request was rejected by the content policy"
+    return None
+
+
+def _error(status: int, message: str, kind: str) -> Response:
+    return Response(orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}),
+                    status_code=status, media_type="application/json")
+
+
 def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, slow_s: float = 2.0) -> Starlette:
     async def completions(request: Request) -> Response:
         body = orjson.loads(await request.body())
@@ -76,6 +97,11 @@ def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, 
         if model.endswith("fake-500"):
             return Response(orjson.dumps({"error": {"message": "boom", "type": "server_error"}}),
                             status_code=500, media_type="application/json")
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if model.endswith("fake-401"):
+            return _error(401, f"Incorrect API key provided: {key}", "invalid_request_error")
+        if model.endswith("fake-strict") and (problem := _strict_problem(body)) is not None:
+            return _error(400, f"{problem} (request made with key {key})", "invalid_request_error")
         if model.endswith("fake-garbage"):
             return Response(b"<html>not json", media_type="application/json")
         content = _answer(body)
@@ -111,7 +137,8 @@ def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, 
         }), media_type="application/json")
 
     async def models(request: Request) -> Response:
-        names = ["fake-ok", "fake-slow", "fake-429", "fake-500", "fake-garbage", "fake-badlabel"]
+        names = ["fake-ok", "fake-slow", "fake-429", "fake-500", "fake-garbage", "fake-badlabel", "fake-strict",
+                 "fake-401"]
         return Response(orjson.dumps({"object": "list", "data": [{"id": n, "object": "model"} for n in names]}),
                         media_type="application/json")
 
