@@ -6,15 +6,20 @@
 - auto route: the request-type specialist picks the foundation tier;
 - foundation alias: straight through (non-streaming answers are cached).
 
-A chat request that needs the foundation model and cannot have it is a 503 (open-ended requests
-have no specialist answer to fall back on).
+A locally made answer honours what the caller asked for: `n` identical choices, `logprobs` from
+the calibrated confidence, and `response_format` or a forced tool call rendered from the label
+when the schema admits it (`structured.py`); when it does not, the request goes to the route's
+foundation alias with reason `structured_output`. A chat request that needs the foundation
+model and cannot have it is a 503 (open-ended requests have no specialist answer to fall back on).
+
+Streams are chunk dicts (`ChatOutcome.stream`); the HTTP layer frames them (chat completions as
+`data:` lines and `[DONE]`, the Responses API as its own events).
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +30,23 @@ from .decision import Answer, decide
 from .errors import GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError, error_body
 from .gateway import Gateway, Outcome
 from .metrics import STAGE_FOUNDATION
+from .openai_wire import (
+    LocalAnswer,
+    completion,
+    completion_chunks,
+    label_logprobs,
+    relay_chunk,
+    relay_completion,
+    restamp,
+)
 from .policy import AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy
 from .schemas import ChatRequest
+from .structured import StructuredRequest, render, wants_structure
 
 __all__ = ["ChatOutcome", "complete"]
+
+_NOT_IN_CACHE_KEY = ("user",)
+"""Forwarded for the provider's abuse monitoring, but never a reason to miss the shared cache."""
 
 
 @dataclass(slots=True)
@@ -40,7 +58,8 @@ class ChatOutcome:
     policy_version: str
     cost_usd: float = 0.0
     body: dict[str, Any] | None = None
-    stream: AsyncIterator[bytes] | None = None
+    stream: AsyncIterator[dict[str, Any]] | None = None
+    """Chunk dicts (`chat.completion.chunk`, or one `{"error": ...}` after a failure mid-stream)."""
     headers: dict[str, str] = field(default_factory=dict)
 
     def decision_headers(self) -> dict[str, str]:
@@ -54,30 +73,37 @@ class ChatOutcome:
         }
 
 
-def _completion(model: str, content: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-" + uuid.uuid4().hex[:24],
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    }
+async def _aiter(items: Iterable[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    for item in items:
+        yield item
 
 
-async def _sse_from_text(model: str, content: str, include_usage: bool) -> AsyncIterator[bytes]:
-    """A locally answered completion as OpenAI stream chunks."""
-    cid = "chatcmpl-" + uuid.uuid4().hex[:24]
-    created = int(time.time())
-    base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-    for delta, finish in (({"role": "assistant", "content": content}, None), ({}, "stop")):
-        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-    if include_usage:
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-        yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
-    yield b"data: [DONE]\n\n"
+def _structured(req: ChatRequest) -> StructuredRequest:
+    fwd = req.forwarded()
+    return StructuredRequest(fwd.get("response_format"), fwd.get("tools"), fwd.get("tool_choice"))
+
+
+def _answer(req: ChatRequest, structure: StructuredRequest, text: str, label: str, confidence: float,
+            probabilities: dict[str, float] | None = None) -> LocalAnswer | None:
+    """The locally made answer `text` in the form the caller asked for; None when it cannot be made."""
+    rendered = render(structure, text)
+    if rendered is None:
+        return None
+    content, tool_call = rendered
+    logprobs = None
+    if req.logprobs:
+        logprobs = label_logprobs(content if content is not None and content == text else label, confidence,
+                                  probabilities, req.top_logprobs or 0)
+    return LocalAnswer(content, tool_call, logprobs)
+
+
+def _local(out: ChatOutcome, req: ChatRequest, answer: LocalAnswer) -> ChatOutcome:
+    n = req.n or 1
+    if req.stream:
+        out.stream = _aiter(completion_chunks(req.model, answer, n, req.include_usage()))
+    else:
+        out.body = completion(req.model, answer, n)
+    return out
 
 
 async def complete(gw: Gateway, req: ChatRequest, tenant: str = "") -> ChatOutcome:
@@ -91,27 +117,46 @@ async def complete(gw: Gateway, req: ChatRequest, tenant: str = "") -> ChatOutco
                                      confidence=None, cache_ttl_s=gw.escalator.clients[name].spec.cache_ttl_s)
         known = sorted([*policy.policy.routes, *gw.escalator.clients])
         raise ModelNotFoundError(f"unknown model {name!r}; known: {', '.join(known)}", param="model")
-    # A route's specialist reads the last user message: it must say something, and one answer
-    # is all a specialist has (several choices are for foundation aliases).
+    # A route's specialist reads the last user message (or, with none, the last message): it
+    # must say something.
     if not req.last_user_text().strip():
-        raise InvalidRequestError(f"route {name!r} classifies the last user message, which has no text "
-                                  "(empty or whitespace only)", param="messages")
-    if req.n is not None and req.n > 1:
-        raise InvalidRequestError(f"n > 1 is supported only when model is a foundation alias, not route {name!r}",
-                                  param="n")
+        raise InvalidRequestError(f"route {name!r} classifies the last user message (or, without one, the last "
+                                  "message), which has no text (empty or whitespace only)", param="messages")
     if isinstance(route, ClassifyRoute):
-        return await _classify(gw, req, name, tenant)
+        return await _classify(gw, policy, req, name, route, tenant)
     return await _gated(gw, policy, req, name, route, tenant)
 
 
-async def _classify(gw: Gateway, req: ChatRequest, name: str, tenant: str) -> ChatOutcome:
+async def _classify(gw: Gateway, policy: LoadedPolicy, req: ChatRequest, name: str, route: ClassifyRoute,
+                    tenant: str) -> ChatOutcome:
+    structure = _structured(req)
+    classes = gw.specialists[route.specialist].classes
+    if wants_structure(structure) and not all(render(structure, c) is not None for c in classes):
+        return await _structured_escalation(gw, policy, req, tenant, name, route.escalate_to, route.cache_ttl_s)
     _, (o,) = await gw.classify(name, [req.last_user_text()], tenant)
+    answer = _answer(req, structure, o.label, o.label, o.confidence)
+    assert answer is not None  # every label renders (checked above)
+    usage = {"prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens}
     out = _from_outcome(o)
+    n = req.n or 1
     if req.stream:
-        out.stream = _sse_from_text(name, o.label, req.include_usage())
+        out.stream = _aiter(completion_chunks(req.model, answer, n, req.include_usage(), usage))
     else:
-        out.body = _completion(name, o.label)
+        out.body = completion(req.model, answer, n, usage)
     return out
+
+
+async def _structured_escalation(gw: Gateway, policy: LoadedPolicy, req: ChatRequest, tenant: str, name: str,
+                                 alias: str | None, cache_ttl_s: int, extra_cost: float = 0.0,
+                                 t0: float | None = None) -> ChatOutcome:
+    if alias is None:
+        raise InvalidRequestError(
+            f"route {name!r} answers with a specialist label, which cannot satisfy the requested "
+            "response_format or tool choice, and the route has no foundation model to ask",
+            param="tool_choice" if req.tool_choice is not None else "response_format")
+    gw.metrics.escalations.labels(name, "structured_output").inc()
+    return await _foundation(gw, policy, req, tenant, route_name=name, alias=alias, reason="structured_output",
+                             confidence=None, cache_ttl_s=cache_ttl_s, extra_cost=extra_cost, t0=t0)
 
 
 def _from_outcome(o: Outcome) -> ChatOutcome:
@@ -133,16 +178,16 @@ async def _gated(
     if isinstance(decision, Answer):
         assert isinstance(route, ChatRoute) and pred is not None
         content = route.answers[decision.label]
+        answer = _answer(req, _structured(req), content, decision.label, pred.confidence,
+                         dict(pred.probabilities))
+        if answer is None:
+            return await _structured_escalation(gw, policy, req, tenant, name, route.escalate_to,
+                                                route.cache_ttl_s, unit_cost, t0)
         o = Outcome(name, decision.label, pred.confidence, "specialist", "confident", unit_cost,
                     gw.avoided_cost(route.escalate_to, req.last_user_text()), (time.perf_counter() - t0) * 1e3,
                     policy.version, specialist.version, pred.novelty)
         gw.observe(o, time.perf_counter() - t0)
-        out = _from_outcome(o)
-        if req.stream:
-            out.stream = _sse_from_text(name, content, req.include_usage())
-        else:
-            out.body = _completion(name, content)
-        return out
+        return _local(_from_outcome(o), req, answer)
     gw.metrics.escalations.labels(name, decision.reason).inc()
     return await _foundation(gw, policy, req, tenant, route_name=name, alias=decision.alias, reason=decision.reason,
                              confidence=None if pred is None else pred.confidence, cache_ttl_s=route.cache_ttl_s,
@@ -176,13 +221,16 @@ async def _foundation(
     # Only validated fields, rebuilt from the closed models: nothing the caller wrote goes on as is.
     messages = [m.model_dump(exclude_none=True, by_alias=True) for m in req.messages]
     params = req.forwarded()
+    if req.user is not None:
+        params["user"] = req.user
     if req.stream:
         return await _foundation_stream(gw, policy, req, route_name, alias, reason, confidence, messages, params,
                                         extra_cost, start)
 
     # The exact canonical request: whitespace inside messages is meaning (code, poems, tables).
+    keyed = {k: v for k, v in params.items() if k not in _NOT_IN_CACHE_KEY}
     key = fingerprint("chat", tenant, route_name, alias, policy.version,
-                      orjson.dumps([messages, params], option=orjson.OPT_SORT_KEYS).decode())
+                      orjson.dumps([messages, keyed], option=orjson.OPT_SORT_KEYS).decode())
     raw = await gw.cache.get(key) if cache_ttl_s > 0 else None
     computed, why = False, "cache_hit"
     if raw is None:
@@ -194,8 +242,7 @@ async def _foundation(
                 gw.metrics.stage(STAGE_FOUNDATION, time.perf_counter() - tf)
             usage = result.usage
             await gw.account(result.alias, usage)
-            body = result.body
-            body["model"] = req.model
+            body = relay_completion(result.body, req.model)
             return orjson.dumps({"body": body, "cost_usd": usage.cost_usd, "alias": result.alias})
 
         raw, computed = await gw.coalescer.run(key, cache_ttl_s, ask)
@@ -203,12 +250,14 @@ async def _foundation(
     stored = orjson.loads(raw)
     if computed:
         path, cost, avoided = "foundation", stored["cost_usd"] + extra_cost, 0.0
+        body = stored["body"]
     else:
         path, cost, avoided = "cache", extra_cost, stored["cost_usd"]
+        body = restamp({**stored["body"], "model": req.model})
     o = Outcome(route_name, "", confidence or 0.0, path, why, cost, avoided, 0.0, policy.version, None, None,
                 stored["alias"])
     gw.observe(o, time.perf_counter() - start)
-    return ChatOutcome(route_name, path, why, confidence, policy.version, cost, body=stored["body"])
+    return ChatOutcome(route_name, path, why, confidence, policy.version, cost, body=body)
 
 
 async def _foundation_stream(
@@ -227,24 +276,22 @@ async def _foundation_stream(
     used, chunks, usage_of = await gw.escalator.stream(alias, messages, params)
     include_usage = req.include_usage()
 
-    async def sse() -> AsyncIterator[bytes]:
+    async def relay() -> AsyncIterator[dict[str, Any]]:
         try:
-            async for chunk in chunks:
-                chunk["model"] = req.model
-                if chunk.get("usage") and not chunk.get("choices") and not include_usage:
+            async for data in chunks:
+                chunk = relay_chunk(data, req.model)
+                if chunk.get("usage") and not chunk["choices"] and not include_usage:
                     continue
                 if not include_usage:
                     chunk.pop("usage", None)
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                yield chunk
         except GatewayError as exc:  # the status is already sent: report in-band, then close
-            err = exc
-            yield b"data: " + orjson.dumps(error_body(err)) + b"\n\n"
+            yield error_body(exc)
         finally:
             usage = usage_of()
             await gw.account(used, usage)
             o = Outcome(route_name, "", confidence or 0.0, "foundation", reason, usage.cost_usd + extra_cost,
                         0.0, 0.0, policy.version, None, None, used)
             gw.observe(o, time.perf_counter() - start)
-        yield b"data: [DONE]\n\n"
 
-    return ChatOutcome(route_name, "foundation", reason, confidence, policy.version, extra_cost, stream=sse())
+    return ChatOutcome(route_name, "foundation", reason, confidence, policy.version, extra_cost, stream=relay())

@@ -30,6 +30,7 @@ EscalateReason = Literal[
     "request_type",
     "passthrough",
     "shadow_drift",
+    "structured_output",
 ]
 
 REASONS: tuple[str, ...] = (

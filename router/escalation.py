@@ -258,7 +258,7 @@ class Escalator:
     async def chat(self, alias: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> ChatResult:
         async def attempt(client: AliasClient) -> ChatResult:
             resp = await self._call(client, messages, params)
-            return ChatResult(resp.model_dump(exclude_none=True), client.name, self._usage(client, resp))
+            return ChatResult(resp.model_dump(), client.name, self._usage(client, resp))
 
         result: ChatResult = await self._with_fallbacks(alias, attempt)
         return result
@@ -287,7 +287,7 @@ class Escalator:
     ) -> AsyncIterator[dict[str, Any]]:
         try:
             async for chunk in wrapper:
-                data = chunk.model_dump(exclude_none=True)
+                data = chunk.model_dump()
                 usage = data.get("usage")
                 if usage:
                     box["usage"] = self._usage_from(client, usage.get("prompt_tokens", 0),

@@ -69,6 +69,9 @@ class Outcome:
     specialist_version: str | None
     novelty: float | None
     foundation_alias: str | None = None
+    prompt_tokens: int = 0
+    """Foundation tokens this answer cost (0 unless it was computed by a foundation call)."""
+    completion_tokens: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -318,7 +321,8 @@ class Gateway:
                     text=text)
                 confidence = 1.0 if pred is None else float(pred.probabilities.get(result.label, 0.0))
                 return orjson.dumps({"label": result.label, "confidence": confidence, "cost_usd": usage.cost_usd,
-                                     "foundation_alias": result.alias})
+                                     "foundation_alias": result.alias, "prompt_tokens": usage.prompt_tokens,
+                                     "completion_tokens": usage.completion_tokens})
 
             try:
                 raw, computed = await self.coalescer.run(key, route.cache_ttl_s, ask)
@@ -338,7 +342,8 @@ class Gateway:
                 record["foundation_alias"])
             if computed:
                 return Outcome(route_name, label, confidence, "foundation", decision.reason, cost + unit_cost, 0.0,
-                               0.0, policy.version, specialist.version, novelty, alias_used)
+                               0.0, policy.version, specialist.version, novelty, alias_used,
+                               int(record.get("prompt_tokens", 0)), int(record.get("completion_tokens", 0)))  # type: ignore[call-overload]
             return Outcome(route_name, label, confidence, "cache", "coalesced", unit_cost, cost, 0.0,
                            policy.version, specialist.version, novelty, alias_used)
         if pred is None:

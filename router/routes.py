@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import orjson
@@ -19,11 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from .chat import complete
-from .errors import AuthenticationError, InvalidRequestError, PayloadTooLargeError
+from .chat import ChatOutcome, complete
+from .errors import AuthenticationError, InvalidRequestError, ModelNotFoundError, PayloadTooLargeError
 from .gateway import Gateway
 from .metrics import CONTENT_TYPE_LATEST
 from .reload import PolicyReloader
+from .responses_api import ResponsesRequest, events_from_chunks, response_from_completion, to_chat_request
 from .schemas import ChatRequest, ClassifyRequest, FieldError
 
 __all__ = ["build_admin_routes", "build_routes", "request_id"]
@@ -58,6 +61,11 @@ def _json(data: Any, request: Request, status: int = 200, headers: dict[str, str
 
 
 async def _parse(request: Request, model: type[M], max_bytes: int) -> M:
+    return _validate(model, await _read_object(request, max_bytes))
+
+
+async def _read_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object (size-capped), noting the route it names for metrics."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLargeError(f"request body over {max_bytes} bytes")
@@ -75,6 +83,10 @@ async def _parse(request: Request, model: type[M], max_bytes: int) -> M:
     name = data.get("task", data.get("model"))
     if isinstance(name, str):
         request.state.route = name  # for the error metric, before validation can fail
+    return data
+
+
+def _validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -95,14 +107,14 @@ def _invalid(exc: ValidationError, data: dict[str, Any]) -> InvalidRequestError:
         return InvalidRequestError(str(cause), param=cause.param)
     loc = _readable_loc(first["loc"], data, missing=first["type"] == "missing")
     if first["type"] == "extra_forbidden":
-        what = "parameter" if "." not in loc else "field"
+        what = "parameter" if "." not in loc and "[" not in loc else "field"
         return InvalidRequestError(f"unsupported {what}: {loc}", param=loc, code="unsupported_parameter")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return InvalidRequestError(f"{loc}: {first['msg']}{more}" if loc else first["msg"], param=loc or None)
 
 
 def _readable_loc(loc: tuple[int | str, ...], data: Any, missing: bool) -> str:
-    """`messages.0.content` rather than pydantic's `messages.0.user.content.str`.
+    """`messages[0].content`, as OpenAI writes it, rather than pydantic's `messages.0.user.content.str`.
 
     Union branch names and discriminator tags are parts of pydantic's path that are not in the
     request: the path reported is the longest subsequence of pydantic's that exists in the request
@@ -132,10 +144,35 @@ def _readable_loc(loc: tuple[int | str, ...], data: Any, missing: bool) -> str:
         # Ends at the last part when it is in the request (a union branch can share a field's
         # name: `{"type": "text", "text": ...}`); else at the deepest part that is.
         parts = walk(0, data, len(loc), need_last=True) or walk(0, data, len(loc), need_last=False)
-    return ".".join(parts if parts is not None else (str(p) for p in loc))
+    return _openai_path(parts if parts is not None else [str(p) for p in loc])
+
+
+def _openai_path(parts: list[str]) -> str:
+    """`messages[0].role`: list indices in brackets, as OpenAI writes `param`."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+_STATEFUL = ("previous_response_id", "conversation", "prompt", "background")
+"""Responses API parameters that need stored state: a clear 400 until the gateway stores anything."""
+
+
+async def _chat_sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+async def _responses_sse(req: ResponsesRequest, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for kind, event in events_from_chunks(req, chunks):
+        yield b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_cache: bool) -> list[Route]:
+    started = int(time.time())
+
     async def classify(request: Request) -> Response:
         req = await _parse(request, ClassifyRequest, max_body_bytes)
         texts = [req.input] if isinstance(req.input, str) else req.input
@@ -157,14 +194,39 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         out = await complete(gw, req, tenant_of(request, per_tenant_cache))
         headers = {"x-request-id": request_id(request), **out.decision_headers()}
         if out.stream is not None:
-            return StreamingResponse(out.stream, media_type="text/event-stream",
+            return StreamingResponse(_chat_sse(out.stream), media_type="text/event-stream",
                                      headers={**headers, "cache-control": "no-cache"})
         return Response(orjson.dumps(out.body), media_type=JSON, headers=headers)
 
+    async def responses(request: Request) -> Response:
+        data = await _read_object(request, max_body_bytes)
+        for key in _STATEFUL:
+            if data.get(key) is not None:
+                raise InvalidRequestError(f"{key} is not supported: the gateway is stateless and stores no "
+                                          "responses; send the whole conversation as input", param=key,
+                                          code="unsupported_parameter")
+        req = _validate(ResponsesRequest, data)
+        out: ChatOutcome = await complete(gw, _validate(ChatRequest, to_chat_request(req)),
+                                          tenant_of(request, per_tenant_cache))
+        headers = {"x-request-id": request_id(request), **out.decision_headers()}
+        if out.stream is not None:
+            return StreamingResponse(_responses_sse(req, out.stream), media_type="text/event-stream",
+                                     headers={**headers, "cache-control": "no-cache"})
+        assert out.body is not None
+        return Response(orjson.dumps(response_from_completion(req, out.body)), media_type=JSON, headers=headers)
+
+    def _model(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": started, "owned_by": "hybrid-router"}
+
     async def models(request: Request) -> Response:
         names = [*gw.policy.policy.routes, *gw.escalator.clients]
-        data = [{"id": n, "object": "model", "created": 0, "owned_by": "hybrid-router"} for n in names]
-        return _json({"object": "list", "data": data}, request)
+        return _json({"object": "list", "data": [_model(n) for n in names]}, request)
+
+    async def model(request: Request) -> Response:
+        name = request.path_params["model"]
+        if name not in gw.policy.policy.routes and name not in gw.escalator.clients:
+            raise ModelNotFoundError(f"the model {name[:256]!r} does not exist", param="model")
+        return _json(_model(name), request)
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"}, request)
@@ -192,7 +254,9 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
     return [
         Route("/v1/classify", classify, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .params import ChatParameters, Message, Messages, NonBlank, UserMessage, message_text
+from .params import ChatParameters, Messages, NonBlank, UserMessage, message_text
 
 __all__ = ["ChatRequest", "ClassifyRequest", "FieldError"]
 
@@ -30,13 +30,6 @@ class ChatRequest(ChatParameters):
     model: Annotated[str, Field(min_length=1, max_length=256)]
     messages: Messages
 
-    @field_validator("messages")
-    @classmethod
-    def _has_user_message(cls, v: list[Message]) -> list[Message]:
-        if not any(isinstance(m, UserMessage) for m in v):
-            raise ValueError("at least one message must have role 'user'")
-        return v
-
     @model_validator(mode="after")
     def _consistent(self) -> ChatRequest:
         # As OpenAI's API: options that only make sense together are refused alone.
@@ -51,7 +44,15 @@ class ChatRequest(ChatParameters):
         return self
 
     def last_user_text(self) -> str:
-        return next(message_text(m) for m in reversed(self.messages) if isinstance(m, UserMessage))
+        """The text a route's specialist reads: the last user message, else the last message with text.
+
+        A conversation of system or developer messages only (valid in OpenAI's API) is classified
+        by its last message; an empty result is the caller's 400, raised by the chat handler.
+        """
+        user = next((m for m in reversed(self.messages) if isinstance(m, UserMessage)), None)
+        if user is not None:
+            return message_text(user)
+        return next((t for t in (message_text(m) for m in reversed(self.messages)) if t.strip()), "")
 
     def include_usage(self) -> bool:
         return bool(self.stream_options is not None and self.stream_options.include_usage)
