@@ -221,8 +221,6 @@ async def _foundation(
     # Only validated fields, rebuilt from the closed models: nothing the caller wrote goes on as is.
     messages = [m.model_dump(exclude_none=True, by_alias=True) for m in req.messages]
     params = req.forwarded()
-    if req.user is not None:
-        params["user"] = req.user
     if req.stream:
         return await _foundation_stream(gw, policy, req, route_name, alias, reason, confidence, messages, params,
                                         extra_cost, start)

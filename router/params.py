@@ -62,13 +62,15 @@ FORWARDED: tuple[str, ...] = (
     "logprobs",
     "top_logprobs",
     "reasoning_effort",
+    "user",
 )
 """Parameters passed to the foundation model (when set), after validation."""
 
-LOCAL: tuple[str, ...] = ("model", "messages", "stream", "stream_options", "user", "metadata")
-"""Parameters the gateway uses itself. `user` and `metadata` are accepted for OpenAI clients'
-sake and never forwarded: litellm reads `metadata` as its own configuration, and per-caller
-values would split the shared cache."""
+LOCAL: tuple[str, ...] = ("model", "messages", "stream", "stream_options", "metadata")
+"""Parameters the gateway uses itself. `metadata` is accepted for OpenAI clients' sake and never
+forwarded: litellm reads `metadata` as its own configuration, and OpenAI takes it only with
+`store: true`, which the gateway never sets. `user` is forwarded (providers use it for abuse
+monitoring) but left out of the cache key (`chat._NOT_IN_CACHE_KEY`)."""
 
 
 class _Closed(BaseModel):

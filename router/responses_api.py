@@ -251,8 +251,9 @@ def _envelope(req: ResponsesRequest, rid: str, created: int, status: str, output
         "top_p": 1.0 if req.top_p is None else req.top_p,
         "truncation": "disabled",
         "metadata": dict(req.metadata or {}),
-        "usage": usage,
     }
+    if usage is not None:
+        body["usage"] = usage
     if status == "completed":
         body["completed_at"] = int(time.time())
     if req.user is not None:

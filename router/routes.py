@@ -106,11 +106,38 @@ def _invalid(exc: ValidationError, data: dict[str, Any]) -> InvalidRequestError:
     if isinstance(cause, FieldError):
         return InvalidRequestError(str(cause), param=cause.param)
     loc = _readable_loc(first["loc"], data, missing=first["type"] == "missing")
+    if first["type"] == "union_tag_invalid":  # the discriminator's value is what is wrong
+        tag = str((first.get("ctx") or {}).get("discriminator", "")).strip("'")
+        loc = f"{loc}.{tag}" if loc and tag else loc
     if first["type"] == "extra_forbidden":
         what = "parameter" if "." not in loc and "[" not in loc else "field"
         return InvalidRequestError(f"unsupported {what}: {loc}", param=loc, code="unsupported_parameter")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return InvalidRequestError(f"{loc}: {first['msg']}{more}" if loc else first["msg"], param=loc or None)
+    return InvalidRequestError(f"{loc}: {first['msg']}{more}" if loc else first["msg"], param=loc or None,
+                               code=_code(first["type"], first.get("input"), loc))
+
+
+_DECIMALS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "logit_bias")
+
+
+def _code(kind: str, value: Any, loc: str) -> str:
+    """OpenAI's error code for a pydantic error type (`invalid_value` when nothing closer fits)."""
+    integer = isinstance(value, int) and not isinstance(value, bool) and not loc.startswith(_DECIMALS)
+    number = "integer" if integer else "decimal"
+    if kind in ("greater_than", "greater_than_equal"):
+        return f"{number}_below_min_value"
+    if kind in ("less_than", "less_than_equal"):
+        return f"{number}_above_max_value"
+    if kind == "too_long":
+        return "array_above_max_length" if isinstance(value, list | dict) else "string_above_max_length"
+    if kind == "too_short":
+        return "empty_array" if isinstance(value, list) and not value else (
+            "array_below_min_length" if isinstance(value, list) else "string_below_min_length")
+    if kind == "missing":
+        return "missing_required_parameter"
+    if kind.endswith("_type") or kind in ("model_type", "dict_type", "list_type"):
+        return "invalid_type"
+    return "invalid_value"
 
 
 def _readable_loc(loc: tuple[int | str, ...], data: Any, missing: bool) -> str:

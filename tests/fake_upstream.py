@@ -44,6 +44,56 @@ _LABELS_IN_PROMPT = re.compile(r"these labels: (.+?)\. Reply", re.DOTALL)
 _MARKER = re.compile(r"\[\[label:([^\]]+)\]\]")
 
 
+def _fill(schema: Any) -> Any:
+    """A value satisfying a simple JSON schema (first enum value, empty-ish scalars, required keys)."""
+    if not isinstance(schema, dict):
+        return "x"
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if options:
+        return _fill(options[0])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {k: _fill(v) for k, v in props.items()}
+    if kind == "array":
+        return []
+    if kind in ("number", "integer"):
+        return 0
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    return "x"
+
+
+def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    tools = [t.get("function") or {} for t in body.get("tools") or [] if isinstance(t, dict)]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return next((t for t in tools if t.get("name") == name), None)
+    if choice == "required" and tools:
+        return tools[0]
+    return None
+
+
+def _structured(body: dict[str, Any]) -> str | None:
+    """JSON content for a caller's own json_schema / json_object request (not the label schema)."""
+    rf = body.get("response_format") or {}
+    if rf.get("type") == "json_object":
+        return orjson.dumps({"answer": "echo"}).decode()
+    schema = (rf.get("json_schema") or {}).get("schema") or {}
+    if rf.get("type") == "json_schema" and "label" not in (schema.get("properties") or {}):
+        return orjson.dumps(_fill(schema)).decode()
+    return None
+
+
 def _answer(body: dict[str, Any]) -> str:
     messages = body.get("messages") or []
     text = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
@@ -104,7 +154,12 @@ def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, 
             return _error(400, f"{problem} (request made with key {key})", "invalid_request_error")
         if model.endswith("fake-garbage"):
             return Response(b"<html>not json", media_type="application/json")
-        content = _answer(body)
+        tool = _forced_tool(body)
+        content = _structured(body) or _answer(body)
+        tool_call = None if tool is None else {
+            "id": "call_" + uuid.uuid4().hex[:12], "type": "function",
+            "function": {"name": tool.get("name", ""), "arguments": orjson.dumps(_fill(tool.get("parameters"))).decode()}}
+        n = int(body.get("n") or 1)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         completion_tokens = max(1, len(content.split()))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -113,6 +168,16 @@ def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, 
         if body.get("stream"):
             async def events() -> Any:
                 base = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+                if tool_call is not None:
+                    yield b"data: " + orjson.dumps({**base, "choices": [{"index": 0, "delta": {
+                        "role": "assistant", "content": None, "tool_calls": [{"index": 0, **tool_call}]},
+                        "finish_reason": None}]}) + b"\n\n"
+                    yield b"data: " + orjson.dumps({**base, "choices": [
+                        {"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}) + b"\n\n"
+                    if (body.get("stream_options") or {}).get("include_usage"):
+                        yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
+                    yield b"data: [DONE]\n\n"
+                    return
                 words = content.split(" ")
                 for i, w in enumerate(words):
                     delta = {"content": (w if i == 0 else " " + w)}
@@ -126,13 +191,14 @@ def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, 
                     yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
                 yield b"data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
-        n = body.get("n") or 1
         usage = {**usage, "completion_tokens": completion_tokens * n,
                  "total_tokens": prompt_tokens + completion_tokens * n}
         return Response(orjson.dumps({
             "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": content},
-                         "finish_reason": "stop"} for i in range(n)],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                        if tool_call is None else
+                        {"index": i, "message": {"role": "assistant", "content": None, "tool_calls": [tool_call]},
+                         "finish_reason": "tool_calls"} for i in range(n)],
             "usage": usage,
         }), media_type="application/json")
 
