@@ -16,62 +16,23 @@ Responses API objects and stream events, models list and retrieve, errors — is
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from ruamel.yaml import YAML
 
-from router.app import create_app
-from router.settings import FoundationSettings, RedisSettings, Settings
 from tests.fake_upstream import Upstream
 from tests.openai_spec import requires_spec, sse_events, violations
 from tests.server_thread import ServerThread
 
 pytestmark = [pytest.mark.redis, requires_spec]
 
-ROOT = Path(__file__).resolve().parents[2]
 POSITIVE = "a gorgeous , witty , seductive movie ."
 
 
-def conformance_policy(path: Path, upstream: Upstream) -> Path:
-    """default.yaml, aliases on the local upstream, plus routes that force each path."""
-    yaml = YAML(typ="rt")
-    doc = yaml.load((ROOT / "policies" / "default.yaml").read_text())
-    for spec in doc["aliases"].values():
-        spec.update(model="openai/fake-ok", api_base=upstream.api_base, price_as="gpt-4o-mini", max_retries=0,
-                    timeout_s=5)
-    doc["aliases"]["cheap"]["fallbacks"] = []
-    doc["aliases"]["catalog"] = {"model": "openai/gpt-4o-mini", "api_base": upstream.api_base, "max_retries": 0}
-    doc["aliases"]["broken"] = {"model": "openai/fake-500", "api_base": upstream.api_base, "max_retries": 0,
-                                "price_as": "gpt-4o-mini", "breaker_failures": 1000}
-    routes = doc["routes"]
-    routes["sentiment"]["min_confidence"] = 0.5
-    routes["sentiment_hard"] = {**routes["sentiment"], "min_confidence": 1.0}
-    routes["sentiment_down"] = {**routes["sentiment"], "min_confidence": 1.0, "escalate_to": "broken"}
-    routes["support_down"] = {**routes["support"], "escalate_to": "broken"}
-    routes["auto_down"] = {**routes["auto"], "tiers": {k: "broken" for k in routes["auto"]["tiers"]},
-                           "low_confidence_tier": "broken"}
-    with path.open("w") as f:
-        yaml.dump(doc, f)
-    return path
-
-
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, upstream_server: Upstream, redis_url: str
-            ) -> Iterator[ServerThread]:
-    policy = conformance_policy(tmp_path_factory.mktemp("conformance") / "policy.yaml", upstream_server)
-    settings = Settings(policy_path=policy, redis=RedisSettings(url=redis_url), foundation=FoundationSettings(),
-                        _env_file=None)  # type: ignore[call-arg]
-    server = ServerThread(create_app(settings)).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def http(gateway: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+def http(conformance_gateway: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=conformance_gateway.url, timeout=30) as client:
         yield client
 
 
