@@ -128,11 +128,14 @@ def _code(kind: str, value: Any, loc: str) -> str:
         return f"{number}_below_min_value"
     if kind in ("less_than", "less_than_equal"):
         return f"{number}_above_max_value"
+    if kind == "string_too_long":
+        return "string_above_max_length"
+    if kind == "string_too_short":
+        return "string_below_min_length"
     if kind == "too_long":
-        return "array_above_max_length" if isinstance(value, list | dict) else "string_above_max_length"
+        return "array_above_max_length"
     if kind == "too_short":
-        return "empty_array" if isinstance(value, list) and not value else (
-            "array_below_min_length" if isinstance(value, list) else "string_below_min_length")
+        return "empty_array" if isinstance(value, list | dict) and not value else "array_below_min_length"
     if kind == "missing":
         return "missing_required_parameter"
     if kind.endswith("_type") or kind in ("model_type", "dict_type", "list_type"):

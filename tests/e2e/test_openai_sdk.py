@@ -89,7 +89,7 @@ def test_unknown_model_raises_not_found_with_code(sdk: openai.OpenAI) -> None:
 def test_bad_request_raises_bad_request(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         sdk.chat.completions.create(model="sentiment", messages=[])
-    assert info.value.code == "invalid_request"
+    assert info.value.code == "empty_array"
     assert info.value.param == "messages"
 
 

@@ -145,13 +145,13 @@ async def test_batch_keeps_order_and_mixes_paths(
     [
         (b"{not json", 400, "invalid_request"),
         (b"[1, 2]", 400, "invalid_request"),
-        (b'{"task": "sentiment"}', 400, "invalid_request"),
-        (b'{"task": "sentiment", "input": ""}', 400, "invalid_request"),
-        (b'{"task": "sentiment", "input": 42}', 400, "invalid_request"),
-        (b'{"task": "sentiment", "input": []}', 400, "invalid_request"),
+        (b'{"task": "sentiment"}', 400, "missing_required_parameter"),
+        (b'{"task": "sentiment", "input": ""}', 400, "string_below_min_length"),
+        (b'{"task": "sentiment", "input": 42}', 400, "invalid_type"),
+        (b'{"task": "sentiment", "input": []}', 400, "empty_array"),
         (b'{"task": "sentiment", "input": "x", "extra": 1}', 400, "unsupported_parameter"),
-        (b'{"task": "sentiment", "input": "  \\n\\t "}', 400, "invalid_request"),
-        (b'{"task": "sentiment", "input": ["fine", " "]}', 400, "invalid_request"),
+        (b'{"task": "sentiment", "input": "  \\n\\t "}', 400, "invalid_value"),
+        (b'{"task": "sentiment", "input": ["fine", " "]}', 400, "invalid_value"),
         (b'{"task": "no-such-task", "input": "hello"}', 404, "model_not_found"),
         (b'{"task": "sentiment", "input": "\xff\xfe"}', 400, "invalid_request"),
     ],
@@ -304,7 +304,7 @@ async def test_errors_and_budget_are_metered(
     await client.post("/v1/classify", json={"task": "sentiment", "input": ""})
     await client.get("/metrics")
     assert sample(registry, "hybrid_router_request_errors_total", route="unknown", code="model_not_found") == 1
-    assert sample(registry, "hybrid_router_request_errors_total", route="sentiment", code="invalid_request") == 1
+    assert sample(registry, "hybrid_router_request_errors_total", route="sentiment", code="string_below_min_length") == 1
     assert sample(registry, "hybrid_router_budget_limit_usd", window="hour") == 2.5
     assert registry.get_sample_value("hybrid_router_budget_limit_usd", {"window": "day"}) is None
     assert sample(registry, "hybrid_router_budget_spent_usd", window="hour") == 0.0
