@@ -151,7 +151,7 @@ def _readable_loc(loc: tuple[int | str, ...], data: Any, missing: bool) -> str:
     and ends at the field at fault (for a missing field: ends with its name).
     """
 
-    def walk(i: int, node: Any, end: int, need_last: bool) -> list[str] | None:
+    def walk(i: int, node: Any, end: int, need_last: bool) -> list[int | str] | None:
         if i == end:
             return []
         part = loc[i]
@@ -162,26 +162,26 @@ def _readable_loc(loc: tuple[int | str, ...], data: Any, missing: bool) -> str:
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             rest = walk(i + 1, node[part], end, need_last)
             if rest is not None:
-                return [str(part), *rest]
+                return [part, *rest]
         if i == end - 1 and need_last:
             return None
         return walk(i + 1, node, end, need_last)
 
     if missing:
         found = walk(0, data, len(loc) - 1, need_last=False)
-        parts = None if found is None else [*found, str(loc[-1])]
+        parts = None if found is None else [*found, loc[-1]]
     else:
         # Ends at the last part when it is in the request (a union branch can share a field's
         # name: `{"type": "text", "text": ...}`); else at the deepest part that is.
         parts = walk(0, data, len(loc), need_last=True) or walk(0, data, len(loc), need_last=False)
-    return _openai_path(parts if parts is not None else [str(p) for p in loc])
+    return _openai_path(parts if parts is not None else list(loc))
 
 
-def _openai_path(parts: list[str]) -> str:
+def _openai_path(parts: list[int | str]) -> str:
     """`messages[0].role`: list indices in brackets, as OpenAI writes `param`."""
     out = ""
     for part in parts:
-        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
 
 

@@ -28,6 +28,7 @@ from tests.fake_upstream import Upstream
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 OPEN_ENDED = "write me a poem about the colour of the sea"
+POSITIVE = "a gorgeous , witty , seductive movie ."
 # One model per kind of chat route: classification route, chat route, auto route, alias.
 ROUTE_KINDS = ("sentiment", "support", "auto", "cheap")
 
@@ -109,12 +110,12 @@ async def test_forbidden_parameters_are_refused_on_every_route_kind(
 
 
 NESTED: list[tuple[str, dict[str, Any]]] = [
-    ("messages.0.api_base", {"messages": [{"role": "user", "content": OPEN_ENDED, "api_base": "{url}"}]}),
-    ("messages.0.content.0.base_url",
+    ("messages[0].api_base", {"messages": [{"role": "user", "content": OPEN_ENDED, "api_base": "{url}"}]}),
+    ("messages[0].content[0].base_url",
      {"messages": [{"role": "user", "content": [{"type": "text", "text": OPEN_ENDED, "base_url": "{url}"}]}]}),
     ("stream_options.api_base", {"stream": True, "stream_options": {"include_usage": True, "api_base": "{url}"}}),
     ("response_format.api_base", {"response_format": {"type": "text", "api_base": "{url}"}}),
-    ("tools.0.function.api_base", {"tools": [{"type": "function", "function": {"name": "f", "api_base": "{url}"}}]}),
+    ("tools[0].function.api_base", {"tools": [{"type": "function", "function": {"name": "f", "api_base": "{url}"}}]}),
     ("response_format.json_schema.extra_body",
      {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "extra_body": {"a": "{url}"}}}}),
 ]
@@ -214,7 +215,7 @@ async def test_accepted_parameters_arrive_upstream_as_validated(
     assert "user" not in sent and "metadata" not in sent  # accepted, never forwarded
 
 
-async def test_n_choices_on_an_alias_and_refused_on_routes(
+async def test_n_choices_on_an_alias_and_identical_choices_on_routes(
     write_policy: Callable[..., Path], make_settings: Callable[..., Settings], client_for: Any,
     upstream: Upstream, redis_db: redis.Redis,
 ) -> None:
@@ -227,10 +228,12 @@ async def test_n_choices_on_an_alias_and_refused_on_routes(
     assert len(three.json()["choices"]) == 3 and upstream.received[-1]["n"] == 3
     # Billed per choice: the provider's usage counts every choice's tokens.
     assert float(three.headers["x-router-cost-usd"]) > float(one.headers["x-router-cost-usd"])
-    for model in ("sentiment", "support", "auto"):
-        r = await client.post("/v1/chat/completions", json={
-            "model": model, "messages": [{"role": "user", "content": OPEN_ENDED}], "n": 2})
-        assert r.status_code == 400 and r.json()["error"]["param"] == "n", r.text
+    # A specialist has one answer: n identical choices (issue 17), never a 400.
+    r = await client.post("/v1/chat/completions", json={
+        "model": "sentiment", "messages": [{"role": "user", "content": POSITIVE}], "n": 2})
+    assert r.status_code == 200, r.text
+    assert [c["index"] for c in r.json()["choices"]] == [0, 1]
+    assert len({c["message"]["content"] for c in r.json()["choices"]}) == 1
 
 
 OUT_OF_RANGE: list[tuple[str, Any]] = [
@@ -257,7 +260,7 @@ async def test_each_accepted_parameter_is_checked_for_type_and_range(
         body = {"model": "cheap", "messages": [{"role": "user", "content": "hi"}], name: value}
         r = await client.post("/v1/chat/completions", json=body)
         assert r.status_code == 400, (name, value, r.text)
-        assert r.json()["error"]["param"].split(".")[0] == name, r.json()
+        assert r.json()["error"]["param"].split(".")[0].split("[")[0] == name, r.json()
     assert upstream.received == []
 
 
@@ -266,11 +269,10 @@ INCONSISTENT: list[tuple[dict[str, Any], str]] = [
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"tool_choice": "auto"}, "tool_choice"),
     ({"parallel_tool_calls": True}, "parallel_tool_calls"),
-    ({"messages": [{"role": "system", "content": "only a system prompt"}]}, "messages"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
-        "url": "http://169.254.169.254/latest/meta-data"}}]}]}, "messages.0.content.0.image_url.url"),
-    ({"messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "y"}]}, "messages.0.tool_call_id"),
-    ({"messages": [{"role": "root", "content": "x"}]}, "messages.0"),
+        "url": "http://169.254.169.254/latest/meta-data"}}]}]}, "messages[0].content[0].image_url.url"),
+    ({"messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "y"}]}, "messages[0].tool_call_id"),
+    ({"messages": [{"role": "root", "content": "x"}]}, "messages[0].role"),
 ]
 
 
