@@ -155,11 +155,9 @@ def _readable_loc(loc: tuple[int | str, ...], data: Any, missing: bool) -> str:
         if i == end:
             return []
         part = loc[i]
-        if isinstance(node, dict) and isinstance(part, str) and part in node:
-            rest = walk(i + 1, node[part], end, need_last)
-            if rest is not None:
-                return [part, *rest]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_dict = isinstance(node, dict) and isinstance(part, str) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             rest = walk(i + 1, node[part], end, need_last)
             if rest is not None:
                 return [part, *rest]
