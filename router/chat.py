@@ -12,6 +12,7 @@ have no specialist answer to fall back on).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,13 +23,26 @@ import orjson
 
 from .cache import fingerprint
 from .decision import Answer, decide
-from .errors import GatewayError, ModelNotFoundError, ServiceUnavailableError, error_body
+from .errors import (
+    GatewayError,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+    UpstreamTimeoutError,
+    error_body,
+)
 from .gateway import Gateway, Outcome, normalize
 from .metrics import STAGE_FOUNDATION
 from .policy import AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy
 from .schemas import ChatRequest
 
 __all__ = ["ChatOutcome", "complete"]
+
+_GRACE_S = 0.05
+
+
+def _left(deadline: float) -> float:
+    """Seconds until `deadline` (event-loop time)."""
+    return deadline - asyncio.get_running_loop().time()
 
 
 @dataclass(slots=True)
@@ -87,8 +101,9 @@ async def complete(gw: Gateway, req: ChatRequest, tenant: str = "") -> ChatOutco
     route = policy.route(name)
     if route is None:
         if name in gw.escalator.clients:
+            spec = gw.escalator.clients[name].spec
             return await _foundation(gw, policy, req, tenant, route_name=name, alias=name, reason="passthrough",
-                                     confidence=None, cache_ttl_s=gw.escalator.clients[name].spec.cache_ttl_s)
+                                     confidence=None, cache_ttl_s=spec.cache_ttl_s, deadline_s=spec.deadline_s)
         known = sorted([*policy.policy.routes, *gw.escalator.clients])
         raise ModelNotFoundError(f"unknown model {name!r}; known: {', '.join(known)}", param="model")
     if isinstance(route, ClassifyRoute):
@@ -138,7 +153,7 @@ async def _gated(
     gw.metrics.escalations.labels(name, decision.reason).inc()
     return await _foundation(gw, policy, req, tenant, route_name=name, alias=decision.alias, reason=decision.reason,
                              confidence=None if pred is None else pred.confidence, cache_ttl_s=route.cache_ttl_s,
-                             extra_cost=unit_cost, t0=t0)
+                             deadline_s=route.deadline_s, extra_cost=unit_cost, t0=t0)
 
 
 def _include_usage(req: ChatRequest) -> bool:
@@ -156,10 +171,13 @@ async def _foundation(
     reason: str,
     confidence: float | None,
     cache_ttl_s: int,
+    deadline_s: float,
     extra_cost: float = 0.0,
     t0: float | None = None,
 ) -> ChatOutcome:
+    """The foundation's answer within `deadline_s` from `t0` (retries and fallbacks included), else 504."""
     start = time.perf_counter() if t0 is None else t0
+    deadline = asyncio.get_running_loop().time() + deadline_s - (time.perf_counter() - start)
     blocked = gw.foundation_open(alias)
     if blocked is not None:
         raise ServiceUnavailableError(
@@ -173,7 +191,7 @@ async def _foundation(
     params = req.passthrough_params()
     if req.stream:
         return await _foundation_stream(gw, policy, req, route_name, alias, reason, confidence, messages, params,
-                                        extra_cost, start)
+                                        extra_cost, start, deadline, deadline_s)
 
     key = fingerprint("chat", tenant, route_name, alias, policy.version,
                       normalize(orjson.dumps([messages, params], option=orjson.OPT_SORT_KEYS).decode()))
@@ -183,7 +201,7 @@ async def _foundation(
         async def ask() -> bytes:
             tf = time.perf_counter()
             try:
-                result = await gw.escalator.chat(alias, messages, params)
+                result = await gw.escalator.chat(alias, messages, params, _left(deadline))
             finally:
                 gw.metrics.stage(STAGE_FOUNDATION, time.perf_counter() - tf)
             usage = result.usage
@@ -192,7 +210,18 @@ async def _foundation(
             body["model"] = req.model
             return orjson.dumps({"body": body, "cost_usd": usage.cost_usd, "alias": result.alias})
 
-        raw, computed = await gw.coalescer.run(key, cache_ttl_s, ask)
+        # This caller's own bound is a hair later than the call's, so a leader gets the call's error
+        # (naming the alias in flight); a caller that joined an identical request, or waits for another
+        # replica's, still stops at its deadline.
+        bound = asyncio.timeout_at(deadline + _GRACE_S)
+        try:
+            async with bound:
+                raw, computed = await gw.coalescer.run(key, cache_ttl_s, ask)
+        except TimeoutError as exc:
+            if not bound.expired():
+                raise
+            raise UpstreamTimeoutError(f"foundation alias {alias!r} did not answer before the request's deadline "
+                                       f"({deadline_s:.3g} s)", code="deadline_exceeded") from exc
         why = reason if computed else "coalesced"
     stored = orjson.loads(raw)
     if computed:
@@ -217,13 +246,28 @@ async def _foundation_stream(
     params: dict[str, Any],
     extra_cost: float,
     start: float,
+    deadline: float,
+    deadline_s: float,
 ) -> ChatOutcome:
-    used, chunks, usage_of = await gw.escalator.stream(alias, messages, params)
+    used, chunks, usage_of = await gw.escalator.stream(alias, messages, params, _left(deadline))
     include_usage = _include_usage(req)
+
+    async def next_chunk() -> dict[str, Any] | None:
+        # Bounded per chunk, never around a `yield`: a timeout must cancel the upstream read, not
+        # the code sending our chunks to the client.
+        bound = asyncio.timeout_at(deadline)
+        try:
+            async with bound:
+                return await anext(chunks, None)
+        except TimeoutError as exc:
+            if not bound.expired():
+                raise
+            raise UpstreamTimeoutError(f"foundation alias {used!r} did not finish the stream before the "
+                                       f"request's deadline ({deadline_s:.3g} s)", code="deadline_exceeded") from exc
 
     async def sse() -> AsyncIterator[bytes]:
         try:
-            async for chunk in chunks:
+            while (chunk := await next_chunk()) is not None:
                 chunk["model"] = req.model
                 if chunk.get("usage") and not chunk.get("choices") and not include_usage:
                     continue

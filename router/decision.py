@@ -42,6 +42,7 @@ REASONS: tuple[str, ...] = (
     "foundation_error",
     "budget_spent",
     "invalid_label",
+    "deadline",
 )
 
 

@@ -24,7 +24,13 @@ from .budget import BudgetTracker
 from .cache import ResponseCache, fingerprint
 from .coalesce import Coalescer
 from .decision import Answer, Escalate, decide
-from .errors import GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
+from .errors import (
+    GatewayError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+    UpstreamTimeoutError,
+)
 from .escalation import Escalator, InvalidLabelError, Usage
 from .escalation_log import EscalationLog
 from .metrics import STAGE_CACHE, STAGE_FOUNDATION, STAGE_SPECIALIST, GatewayMetrics
@@ -224,6 +230,8 @@ class Gateway:
                 escalating.append((i, pred, decision))
 
         if escalating:
+            # One deadline for the request's escalations, from its start (the specialist's time counts).
+            deadline = asyncio.get_running_loop().time() + route.deadline_s - (time.perf_counter() - t0)
             tc = time.perf_counter()
             cached = await asyncio.gather(*(self.cache.get(keys[i]) for i, _, _ in escalating))
             self.metrics.stage(STAGE_CACHE, time.perf_counter() - tc)
@@ -235,7 +243,7 @@ class Gateway:
                     continue
                 slots.append(i)
                 jobs.append(self._escalate(policy, route_name, route, specialist, texts[i], keys[i], pred,
-                                           unit_cost, decision))
+                                           unit_cost, decision, deadline))
             for i, result in zip(slots, await asyncio.gather(*jobs), strict=True):
                 outcomes[i] = result
         return self._finish(policy, outcomes, t0)
@@ -286,7 +294,14 @@ class Gateway:
         pred: Prediction | None,
         unit_cost: float,
         decision: Escalate,
+        deadline: float,
     ) -> Outcome:
+        """The foundation's answer if it comes before `deadline` (event-loop time), else degraded.
+
+        The call runs in the coalescer's own task: at the deadline only this caller stops waiting;
+        the call goes on within the alias's concurrency limit and queue (which bound such
+        background work) and fills the cache for the next identical request.
+        """
         self.metrics.escalations.labels(route_name, decision.reason).inc()
         blocked = self.foundation_open(decision.alias)
         record: dict[str, object] | None = None
@@ -313,9 +328,15 @@ class Gateway:
                 return orjson.dumps({"label": result.label, "confidence": confidence, "cost_usd": usage.cost_usd,
                                      "foundation_alias": result.alias})
 
+            bound = asyncio.timeout_at(deadline)
             try:
-                raw, computed = await self.coalescer.run(key, route.cache_ttl_s, ask)
+                async with bound:
+                    raw, computed = await self.coalescer.run(key, route.cache_ttl_s, ask)
                 record = orjson.loads(raw)
+            except TimeoutError:
+                if not bound.expired():
+                    raise
+                blocked = "deadline"
             except InvalidLabelError:
                 blocked = "invalid_label"
             except GatewayError:
@@ -331,6 +352,10 @@ class Gateway:
             return Outcome(route_name, label, confidence, "cache", "coalesced", unit_cost, cost, 0.0,
                            policy.version, specialist.version, novelty, alias_used)
         if pred is None:
+            if blocked == "deadline":
+                raise UpstreamTimeoutError(
+                    f"specialist {specialist.name!r} failed and foundation alias {decision.alias!r} did not "
+                    f"answer within the route's deadline ({route.deadline_s:.3g} s)", code="deadline_exceeded")
             raise ServiceUnavailableError(
                 f"specialist {specialist.name!r} failed and no foundation model could answer", retry_after_s=5
             )

@@ -32,10 +32,12 @@ __all__ = ["CONTENT_TYPE_LATEST", "PATHS", "STAGES", "GatewayMetrics"]
 PATHS = ("specialist", "foundation", "cache", "degraded")
 STAGES = ("cache", "specialist", "foundation")
 STAGE_CACHE, STAGE_SPECIALIST, STAGE_FOUNDATION = STAGES
-# 50 µs .. 60 s, roughly x2.5 per step: fine enough for the specialist path, long enough for LLMs.
+# 50 µs .. 600 s, roughly x2.5 per step: fine enough for the specialist path, long enough for LLMs.
+# The top bucket is the largest deadline a policy may set (`deadline_s` <= 600), so every request
+# the gateway ends on time falls in a finite bucket.
 LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )
 PROBABILITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
 
@@ -73,7 +75,7 @@ class GatewayMetrics:
         self.foundation_calls = Counter(
             _P + "foundation_calls",
             "Foundation model calls by alias and outcome (ok, timeout, rate_limited, error, "
-            "invalid_label, breaker_open, queue_full).",
+            "invalid_label, breaker_open, queue_full, deadline).",
             ["alias", "outcome"], registry=registry)
         self.foundation_tokens = Counter(
             _P + "foundation_tokens", "Foundation tokens by alias and kind (prompt, completion).",

@@ -17,7 +17,9 @@ class ServerThread:
         self._sock.bind(("127.0.0.1", port))
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False)
+        # A bounded graceful shutdown: a test server holding hung requests still stops.
+        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False,
+                                timeout_graceful_shutdown=3)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
