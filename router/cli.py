@@ -50,8 +50,10 @@ def serve(
         overrides["workers"] = workers
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    common: dict[str, Any] = {"host": settings.host, "port": settings.port, "access_log": False,
-                              "log_level": settings.log_level.lower(), "loop": "uvloop", "http": "httptools"}
+    from .connections import uvicorn_options
+
+    common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
+                              "loop": "uvloop", **uvicorn_options(settings)}
     if settings.workers == 1:
         from .app import create_app
 

@@ -27,9 +27,12 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["CONTENT_TYPE_LATEST", "PATHS", "STAGES", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "CUT_REASONS", "PATHS", "STAGES", "GatewayMetrics"]
 
 PATHS = ("specialist", "foundation", "cache", "degraded")
+CUT_REASONS = ("header_timeout", "body_timeout", "header_too_large", "overloaded")
+"""Why the server cut a connection or request (`router.connections`); `overloaded` = 503 past
+`max_connections`."""
 STAGES = ("cache", "specialist", "foundation")
 STAGE_CACHE, STAGE_SPECIALIST, STAGE_FOUNDATION = STAGES
 # 50 µs .. 600 s, roughly x2.5 per step: fine enough for the specialist path, long enough for LLMs.
@@ -115,9 +118,17 @@ class GatewayMetrics:
         self.budget_spent = Gauge(
             _P + "budget_spent_usd", "Foundation spend in the current budget window (shared across replicas "
             "with Redis).", ["window"], registry=registry, multiprocess_mode="max")
+        self.connections_cut = Counter(
+            _P + "connections_cut", "Connections or requests cut by the server: header_timeout, body_timeout, "
+            "header_too_large (431), overloaded (503 past max_connections).", ["reason"], registry=registry)
+        self.client_disconnects = Counter(
+            _P + "client_disconnects", "Requests whose client went away before the request body was read.",
+            registry=registry)
         # Known label sets start at 0, so the first event is visible to increase() and alerts.
         for result in ("ok", "invalid"):
             self.policy_reloads.labels(result)
+        for reason in CUT_REASONS:
+            self.connections_cut.labels(reason)
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
@@ -178,6 +189,9 @@ class GatewayMetrics:
             else:
                 self.budget_limit.labels(window).set(limit)
             self.budget_spent.labels(window).set(values["spent"] or 0.0)
+
+    def connection_cut(self, reason: str) -> None:
+        self.connections_cut.labels(reason).inc()
 
     def cache_event(self, event: str) -> None:
         self.cache_events.labels(event).inc()

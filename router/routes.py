@@ -57,15 +57,35 @@ def _json(data: Any, request: Request, status: int = 200, headers: dict[str, str
     return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=h)
 
 
-async def _parse(request: Request, model: type[M], max_bytes: int) -> M:
+async def _too_large(request: Request, max_bytes: int, drain_bytes: int, seen: int) -> PayloadTooLargeError:
+    """The 413 for a body over `max_bytes`, after reading (and dropping) up to `drain_bytes` of it.
+
+    A client that is still sending when the answer comes sees a reset, not the 413: so the rest of
+    the body is read first, up to a bound (and within the server's body timeout). Past the bound,
+    the 413 closes the connection.
+    """
+    error = PayloadTooLargeError(f"request body over {max_bytes} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > drain_bytes:
+        error.close_connection = True
+        return error
+    async for part in request.stream():
+        seen += len(part)
+        if seen > drain_bytes:
+            error.close_connection = True
+            break
+    return error
+
+
+async def _parse(request: Request, model: type[M], max_bytes: int, drain_bytes: int) -> M:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLargeError(f"request body over {max_bytes} bytes")
+        raise await _too_large(request, max_bytes, drain_bytes, 0)
     body = bytearray()
     async for part in request.stream():
         body += part
         if len(body) > max_bytes:
-            raise PayloadTooLargeError(f"request body over {max_bytes} bytes")
+            raise await _too_large(request, max_bytes, drain_bytes, len(body))
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -84,9 +104,10 @@ async def _parse(request: Request, model: type[M], max_bytes: int) -> M:
         raise InvalidRequestError(f"{loc}: {first['msg']}{more}" if loc else first["msg"], param=loc) from exc
 
 
-def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_cache: bool) -> list[Route]:
+def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_cache: bool,
+                 drain_bytes: int) -> list[Route]:
     async def classify(request: Request) -> Response:
-        req = await _parse(request, ClassifyRequest, max_body_bytes)
+        req = await _parse(request, ClassifyRequest, max_body_bytes, drain_bytes)
         texts = [req.input] if isinstance(req.input, str) else req.input
         if len(texts) > max_batch:
             raise InvalidRequestError(f"input: at most {max_batch} texts per request", param="input")
@@ -102,7 +123,7 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
                      headers={"x-router-route": req.task, "x-router-policy-version": policy.version})
 
     async def chat_completions(request: Request) -> Response:
-        req = await _parse(request, ChatRequest, max_body_bytes)
+        req = await _parse(request, ChatRequest, max_body_bytes, drain_bytes)
         out = await complete(gw, req, tenant_of(request, per_tenant_cache))
         headers = {"x-request-id": request_id(request), **out.decision_headers()}
         if out.stream is not None:

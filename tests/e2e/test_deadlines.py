@@ -138,7 +138,7 @@ def test_a_chat_request_ends_at_its_deadline_with_a_504_naming_the_alias(
     error = r.json()["error"]
     assert error["code"] == "deadline_exceeded"
     assert error["message"] == "foundation alias 'backup' did not answer before the request's deadline"
-    assert 1.0 <= elapsed < 1.5, elapsed
+    assert 1.0 <= elapsed < 2.0, elapsed  # not the 30 s timeout, nor 3 retries of it
     # strong failed fast (500, retried), then the fallback hung until the deadline cut it.
     assert [b["model"] for b in upstream.received] == ["fake-500"] * 3 + ["fake-hang"]
 
@@ -156,4 +156,4 @@ def test_a_stream_that_stalls_ends_in_band_at_the_deadline(
     assert json.loads(events[0])["choices"][0]["delta"]["content"] == "echo:"
     assert json.loads(events[1])["error"]["code"] == "deadline_exceeded"
     assert events[2:] == ["[DONE]"]
-    assert 1.0 <= elapsed < 1.5, elapsed
+    assert 1.0 <= elapsed < 2.0, elapsed  # not the 30 s timeout, nor 3 retries of it
