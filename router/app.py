@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -140,6 +142,26 @@ async def _freeze_heap(gw: Gateway) -> None:
     gc.freeze()
 
 
+def _drain_on_signal(gw: Gateway) -> None:
+    """On SIGTERM/SIGINT turn readiness false at once, then let uvicorn's handler stop the server
+    (it refuses new connections and gives requests in flight `shutdown_grace_s` to finish).
+
+    uvicorn installs its handlers before the lifespan starts; they are wrapped here, and restored
+    by uvicorn when it exits. Signals reach only the main thread (not a test's server thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            gw.draining = True
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
 async def _refresh_budget(gw: Gateway) -> None:
     """Pick up what other replicas spent, once a second."""
     while True:
@@ -162,6 +184,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
+        _drain_on_signal(gw)
         gw.escalator.start()
         reloader.start()
         loop = asyncio.get_running_loop()

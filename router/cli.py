@@ -67,7 +67,9 @@ def serve(
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     for key, value in overrides.items():
         os.environ[f"ROUTER_{key.upper()}"] = str(value)
-    uvicorn.run("router.app:create_app_from_env", factory=True, workers=settings.workers, **common)
+    from .connections import run_workers
+
+    run_workers(uvicorn.Config("router.app:create_app_from_env", factory=True, workers=settings.workers, **common))
 
 
 @policy_app.command("check")

@@ -24,11 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
 from .settings import Settings
 
-__all__ = ["LIFESPAN_KEY", "ConnectionLimits", "GatewayProtocol", "uvicorn_options"]
+__all__ = ["LIFESPAN_KEY", "ConnectionLimits", "GatewayProtocol", "run_workers", "uvicorn_options"]
 
 LIFESPAN_KEY = "router.connections"
 
@@ -55,6 +57,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
         # For uvicorn's h11 protocol, if selected instead: its own header size bound.
         "h11_max_incomplete_event_size": settings.max_header_bytes,
+        # The supervisor pings each worker and kills one that does not answer in time; 5 s (uvicorn's
+        # default) killed healthy workers on a CPU-starved machine while they imported litellm.
+        "timeout_worker_healthcheck": 30,
         "access_log": False,
     }
 
@@ -162,3 +167,19 @@ class GatewayProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, closing its copy of the listening socket before it stops the
+    workers: otherwise the kernel keeps accepting connections into a backlog nobody reads while
+    the workers drain, and new clients hang instead of being refused."""
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
+
+
+def run_workers(config: Config) -> None:
+    """Serve with `config.workers` processes (as `uvicorn.run` does), draining together on SIGTERM."""
+    _Supervisor(config, sockets=[config.bind_socket()]).run()

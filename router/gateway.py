@@ -114,6 +114,8 @@ class Gateway:
         self.escalator = escalator
         self.metrics = metrics
         self.budget = budget
+        self.draining = False
+        """Set on SIGTERM: /readyz turns false while requests in flight finish."""
         self._cpu_usd_per_s = cpu_usd_per_core_hour / 3600.0
 
     # ---- shared steps -------------------------------------------------------------------------

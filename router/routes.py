@@ -137,13 +137,24 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         return _json({"object": "list", "data": data}, request)
 
     async def healthz(request: Request) -> Response:
-        return _json({"status": "ok"}, request)
+        """Liveness: 200 while the process serves, with the state of what it degrades around.
+
+        A dead Redis, an open breaker or a spent budget degrade answers; they are reported here and
+        never fail the probe (restarting the pod would not fix them)."""
+        aliases = {n: {"configured": c.configured, "breaker": "closed" if c.breaker.allows() else "open",
+                       "waiting": c.waiting} for n, c in gw.escalator.clients.items()}
+        return _json({"status": "ok", "draining": gw.draining,
+                      "redis": {"backend": gw.cache.backend, "state": await gw.cache.health()},
+                      "aliases": aliases, "budget": gw.budget.snapshot()}, request)
 
     async def readyz(request: Request) -> Response:
+        """Readiness: specialists and policy loaded (before the server listens), litellm imported when
+        an alias needs it, and not shutting down."""
         cache_state = await gw.cache.health()
-        ready = len(gw.specialists) > 0 and gw.escalator.ready
+        ready = len(gw.specialists) > 0 and gw.escalator.ready and not gw.draining
         body = {
             "ready": ready,
+            "draining": gw.draining,
             "specialists": {n: gw.specialists[n].version for n in gw.specialists},
             "cache": {"backend": gw.cache.backend, "state": cache_state},
             "foundation": {

@@ -43,6 +43,17 @@ class GatewayProcess:
         err = self.stop()
         raise RuntimeError(f"gateway did not become ready in {timeout_s} s: {err[-3000:]}")
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def signal(self, sig: int) -> None:
+        self._proc.send_signal(sig)
+
+    def wait(self, timeout_s: float) -> int:
+        """The exit code once the process has exited (raises subprocess.TimeoutExpired)."""
+        return self._proc.wait(timeout=timeout_s)
+
     def stop(self) -> str:
         self._proc.terminate()
         try:
