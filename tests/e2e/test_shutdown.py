@@ -37,6 +37,13 @@ def test_sigterm_lets_requests_and_streams_in_flight_finish(
         env["ROUTER_METRICS_DIR"] = str(tmp_path / "metrics")
     gw = GatewayProcess(write_policy(edit=slow_everything), env).wait_ready()
 
+    try:
+        drain_under_load(gw)
+    finally:
+        gw.stop()
+
+
+def drain_under_load(gw: GatewayProcess) -> None:
     def classify(i: int) -> tuple[int, str]:
         r = httpx.post(gw.url + "/v1/classify", timeout=30,
                        json={"task": "sentiment", "input": f"the film runs two hours {i} ."})
