@@ -14,7 +14,6 @@ Prints a table (p50 / p99 in µs); traffic only to 127.0.0.1.
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable

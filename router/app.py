@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from specialists import SpecialistSet
@@ -26,6 +29,7 @@ from specialists import SpecialistSet
 from .budget import BudgetTracker
 from .cache import MemoryCache, RedisCache, ResponseCache
 from .coalesce import Coalescer
+from .connections import LIFESPAN_KEY, ConnectionLimits
 from .errors import GatewayError, error_body, problem_body
 from .escalation import Escalator
 from .escalation_log import EscalationLog
@@ -111,6 +115,15 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return _render(request, err)
 
 
+async def _on_client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away mid-upload: nobody reads an answer, and it is not the server's fault."""
+    gw: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gw is not None:
+        gw.metrics.client_disconnects.inc()
+    log.debug("client went away before its request body was read (request %s)", request_id(request))
+    return Response(status_code=400)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled %s on %s (request %s)", type(exc).__name__, request.url.path, request_id(request),
               exc_info=exc)
@@ -127,6 +140,26 @@ async def _freeze_heap(gw: Gateway) -> None:
     await gw.escalator.wait_loaded()
     gc.collect()
     gc.freeze()
+
+
+def _drain_on_signal(gw: Gateway) -> None:
+    """On SIGTERM/SIGINT turn readiness false at once, then let uvicorn's handler stop the server
+    (it refuses new connections and gives requests in flight `shutdown_grace_s` to finish).
+
+    uvicorn installs its handlers before the lifespan starts; they are wrapped here, and restored
+    by uvicorn when it exits. Signals reach only the main thread (not a test's server thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            gw.draining = True
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 async def _refresh_budget(gw: Gateway) -> None:
@@ -150,14 +183,16 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
+        _drain_on_signal(gw)
         gw.escalator.start()
         reloader.start()
         loop = asyncio.get_running_loop()
         budget_sync = loop.create_task(_refresh_budget(gw))
         freeze = loop.create_task(_freeze_heap(gw))
         try:
-            yield
+            # Lifespan state reaches uvicorn's connection protocol (router.connections).
+            yield {LIFESPAN_KEY: ConnectionLimits.from_settings(settings, gw.metrics.connection_cut)}
         finally:
             freeze.cancel()
             budget_sync.cancel()
@@ -173,10 +208,12 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
             gc.unfreeze()
 
     app = Starlette(
-        routes=build_routes(gw, settings.max_body_bytes, settings.max_batch, settings.cache_per_tenant) + build_admin_routes(reloader, token),
+        routes=build_routes(gw, settings.max_body_bytes, settings.max_batch, settings.cache_per_tenant,
+                            settings.drain_max_bytes) + build_admin_routes(reloader, token),
         exception_handlers={
             GatewayError: _on_gateway_error,
             HTTPException: _on_http_error,
+            ClientDisconnect: _on_client_gone,
             Exception: _on_unexpected,
         },
         lifespan=lifespan,

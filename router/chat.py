@@ -18,6 +18,7 @@ Streams are chunk dicts (`ChatOutcome.stream`); the HTTP layer frames them (chat
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -27,7 +28,14 @@ import orjson
 
 from .cache import fingerprint
 from .decision import Answer, decide
-from .errors import GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError, error_body
+from .errors import (
+    GatewayError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+    UpstreamTimeoutError,
+    error_body,
+)
 from .gateway import Gateway, Outcome
 from .metrics import STAGE_FOUNDATION
 from .openai_wire import (
@@ -47,6 +55,12 @@ __all__ = ["ChatOutcome", "complete"]
 
 _NOT_IN_CACHE_KEY = ("user",)
 """Forwarded for the provider's abuse monitoring, but never a reason to miss the shared cache."""
+_GRACE_S = 0.05
+
+
+def _left(deadline: float) -> float:
+    """Seconds until `deadline` (event-loop time)."""
+    return deadline - asyncio.get_running_loop().time()
 
 
 @dataclass(slots=True)
@@ -113,8 +127,9 @@ async def complete(gw: Gateway, req: ChatRequest, tenant: str = "") -> ChatOutco
     route = policy.route(name)
     if route is None:
         if name in gw.escalator.clients:
+            spec = gw.escalator.clients[name].spec
             return await _foundation(gw, policy, req, tenant, route_name=name, alias=name, reason="passthrough",
-                                     confidence=None, cache_ttl_s=gw.escalator.clients[name].spec.cache_ttl_s)
+                                     confidence=None, cache_ttl_s=spec.cache_ttl_s, deadline_s=spec.deadline_s)
         known = sorted([*policy.policy.routes, *gw.escalator.clients])
         raise ModelNotFoundError(f"unknown model {name!r}; known: {', '.join(known)}", param="model")
     # A route's specialist reads the last user message (or, with none, the last message): it
@@ -155,8 +170,12 @@ async def _structured_escalation(gw: Gateway, policy: LoadedPolicy, req: ChatReq
             "response_format or tool choice, and the route has no foundation model to ask",
             param="tool_choice" if req.tool_choice is not None else "response_format")
     gw.metrics.escalations.labels(name, "structured_output").inc()
+    # An open-ended completion, not a label: the alias's chat deadline, not the route's label deadline.
+    client = gw.escalator.clients.get(alias)
+    deadline_s = client.spec.deadline_s if client is not None else 60.0
     return await _foundation(gw, policy, req, tenant, route_name=name, alias=alias, reason="structured_output",
-                             confidence=None, cache_ttl_s=cache_ttl_s, extra_cost=extra_cost, t0=t0)
+                             confidence=None, cache_ttl_s=cache_ttl_s, deadline_s=deadline_s, extra_cost=extra_cost,
+                             t0=t0)
 
 
 def _from_outcome(o: Outcome) -> ChatOutcome:
@@ -191,7 +210,7 @@ async def _gated(
     gw.metrics.escalations.labels(name, decision.reason).inc()
     return await _foundation(gw, policy, req, tenant, route_name=name, alias=decision.alias, reason=decision.reason,
                              confidence=None if pred is None else pred.confidence, cache_ttl_s=route.cache_ttl_s,
-                             extra_cost=unit_cost, t0=t0)
+                             deadline_s=route.deadline_s, extra_cost=unit_cost, t0=t0)
 
 
 async def _foundation(
@@ -205,10 +224,13 @@ async def _foundation(
     reason: str,
     confidence: float | None,
     cache_ttl_s: int,
+    deadline_s: float,
     extra_cost: float = 0.0,
     t0: float | None = None,
 ) -> ChatOutcome:
+    """The foundation's answer within `deadline_s` from `t0` (retries and fallbacks included), else 504."""
     start = time.perf_counter() if t0 is None else t0
+    deadline = asyncio.get_running_loop().time() + deadline_s - (time.perf_counter() - start)
     blocked = gw.foundation_open(alias)
     if blocked is not None:
         raise ServiceUnavailableError(
@@ -223,7 +245,7 @@ async def _foundation(
     params = req.forwarded()
     if req.stream:
         return await _foundation_stream(gw, policy, req, route_name, alias, reason, confidence, messages, params,
-                                        extra_cost, start)
+                                        extra_cost, start, deadline, deadline_s)
 
     # The exact canonical request: whitespace inside messages is meaning (code, poems, tables).
     keyed = {k: v for k, v in params.items() if k not in _NOT_IN_CACHE_KEY}
@@ -235,7 +257,7 @@ async def _foundation(
         async def ask() -> bytes:
             tf = time.perf_counter()
             try:
-                result = await gw.escalator.chat(alias, messages, params)
+                result = await gw.escalator.chat(alias, messages, params, _left(deadline))
             finally:
                 gw.metrics.stage(STAGE_FOUNDATION, time.perf_counter() - tf)
             usage = result.usage
@@ -243,7 +265,18 @@ async def _foundation(
             body = relay_completion(result.body, req.model)
             return orjson.dumps({"body": body, "cost_usd": usage.cost_usd, "alias": result.alias})
 
-        raw, computed = await gw.coalescer.run(key, cache_ttl_s, ask)
+        # This caller's own bound is a hair later than the call's, so a leader gets the call's error
+        # (naming the alias in flight); a caller that joined an identical request, or waits for another
+        # replica's, still stops at its deadline.
+        bound = asyncio.timeout_at(deadline + _GRACE_S)
+        try:
+            async with bound:
+                raw, computed = await gw.coalescer.run(key, cache_ttl_s, ask)
+        except TimeoutError as exc:
+            if not bound.expired():
+                raise
+            raise UpstreamTimeoutError(f"foundation alias {alias!r} did not answer before the request's deadline "
+                                       f"({deadline_s:.3g} s)", code="deadline_exceeded") from exc
         why = reason if computed else "coalesced"
     stored = orjson.loads(raw)
     if computed:
@@ -270,13 +303,28 @@ async def _foundation_stream(
     params: dict[str, Any],
     extra_cost: float,
     start: float,
+    deadline: float,
+    deadline_s: float,
 ) -> ChatOutcome:
-    used, chunks, usage_of = await gw.escalator.stream(alias, messages, params)
+    used, chunks, usage_of = await gw.escalator.stream(alias, messages, params, _left(deadline))
     include_usage = req.include_usage()
+
+    async def next_chunk() -> dict[str, Any] | None:
+        # Bounded per chunk, never around a `yield`: a timeout must cancel the upstream read, not
+        # the code sending our chunks to the client.
+        bound = asyncio.timeout_at(deadline)
+        try:
+            async with bound:
+                return await anext(chunks, None)
+        except TimeoutError as exc:
+            if not bound.expired():
+                raise
+            raise UpstreamTimeoutError(f"foundation alias {used!r} did not finish the stream before the "
+                                       f"request's deadline ({deadline_s:.3g} s)", code="deadline_exceeded") from exc
 
     async def relay() -> AsyncIterator[dict[str, Any]]:
         try:
-            async for data in chunks:
+            while (data := await next_chunk()) is not None:
                 chunk = relay_chunk(data, req.model)
                 if chunk.get("usage") and not chunk["choices"] and not include_usage:
                     continue

@@ -50,8 +50,10 @@ def serve(
         overrides["workers"] = workers
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    common: dict[str, Any] = {"host": settings.host, "port": settings.port, "access_log": False,
-                              "log_level": settings.log_level.lower(), "loop": "uvloop", "http": "httptools"}
+    from .connections import uvicorn_options
+
+    common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
+                              "loop": "uvloop", **uvicorn_options(settings)}
     if settings.workers == 1:
         from .app import create_app
 
@@ -65,7 +67,9 @@ def serve(
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     for key, value in overrides.items():
         os.environ[f"ROUTER_{key.upper()}"] = str(value)
-    uvicorn.run("router.app:create_app_from_env", factory=True, workers=settings.workers, **common)
+    from .connections import run_workers
+
+    run_workers(uvicorn.Config("router.app:create_app_from_env", factory=True, workers=settings.workers, **common))
 
 
 @policy_app.command("check")

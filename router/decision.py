@@ -44,6 +44,7 @@ REASONS: tuple[str, ...] = (
     "budget_spent",
     "invalid_label",
     "upstream_rejected",
+    "deadline",
 )
 
 

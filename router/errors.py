@@ -41,6 +41,8 @@ class GatewayError(Exception):
     status: int = 500
     error_type: str = "server_error"
     code: str = "internal_error"
+    close_connection: bool = False
+    """Answer with `connection: close` (e.g. a 413 whose body was not read to its end)."""
 
     def __init__(
         self,
@@ -58,9 +60,10 @@ class GatewayError(Exception):
         self.retry_after_s = retry_after_s
 
     def headers(self) -> dict[str, str]:
-        if self.retry_after_s is None:
-            return {}
-        return {"retry-after": str(max(1, round(self.retry_after_s)))}
+        headers = {"connection": "close"} if self.close_connection else {}
+        if self.retry_after_s is not None:
+            headers["retry-after"] = str(max(1, round(self.retry_after_s)))
+        return headers
 
 
 class InvalidRequestError(GatewayError):

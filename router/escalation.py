@@ -223,7 +223,8 @@ class Escalator:
         return any(c.configured and c.breaker.allows() for c in self._chain(alias))
 
     async def classify(
-        self, alias: str, labels: Sequence[str], text: str, prompt: str | None, fallback_on_invalid: bool = True
+        self, alias: str, labels: Sequence[str], text: str, prompt: str | None, fallback_on_invalid: bool = True,
+        deadline_s: float | None = None,
     ) -> LabelResult:
         """Ask for one label of `labels`; only an allowed label is accepted.
 
@@ -252,19 +253,20 @@ class Escalator:
                 raise InvalidLabelError(f"foundation alias {client.name!r} answered outside the label set")
             return LabelResult(label, client.name, self._usage(client, resp))
 
-        result: LabelResult = await self._with_fallbacks(alias, attempt, fallback_on_invalid)
+        result: LabelResult = await self._within(deadline_s, alias, attempt, fallback_on_invalid)
         return result
 
-    async def chat(self, alias: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> ChatResult:
+    async def chat(self, alias: str, messages: list[dict[str, Any]], params: dict[str, Any],
+                   deadline_s: float | None = None) -> ChatResult:
         async def attempt(client: AliasClient) -> ChatResult:
             resp = await self._call(client, messages, params)
             return ChatResult(resp.model_dump(), client.name, self._usage(client, resp))
 
-        result: ChatResult = await self._with_fallbacks(alias, attempt)
+        result: ChatResult = await self._within(deadline_s, alias, attempt)
         return result
 
     async def stream(
-        self, alias: str, messages: list[dict[str, Any]], params: dict[str, Any]
+        self, alias: str, messages: list[dict[str, Any]], params: dict[str, Any], deadline_s: float | None = None
     ) -> tuple[str, AsyncIterator[dict[str, Any]], Callable[[], Usage]]:
         """Open a stream (with fallbacks while nothing has been sent); yields chunk dicts.
 
@@ -279,7 +281,7 @@ class Escalator:
             )
             return client.name, self._chunks(client, wrapper, box)
 
-        used, chunks = await self._with_fallbacks(alias, attempt)
+        used, chunks = await self._within(deadline_s, alias, attempt)
         return used, chunks, lambda: box.get("usage", Usage())
 
     async def _chunks(
@@ -312,6 +314,30 @@ class Escalator:
             return []
         names = [alias, *self.clients[alias].spec.fallbacks]
         return [self.clients[n] for n in dict.fromkeys(names) if n in self.clients]
+
+    async def _within(self, deadline_s: float | None, alias: str, attempt: Callable[[AliasClient], Any],
+                      fallback_on_invalid: bool = True) -> Any:
+        """`_with_fallbacks` under one deadline for the whole walk (retries, backoff, queueing and
+        fallbacks included). Past it the call in flight is cancelled (its concurrency slot is
+        released) and the caller gets a 504 naming the alias it was waiting for."""
+        if deadline_s is None:
+            return await self._with_fallbacks(alias, attempt, fallback_on_invalid)
+        current = [alias]
+
+        def tracked(client: AliasClient) -> Any:
+            current[0] = client.name
+            return attempt(client)
+
+        bound = asyncio.timeout(max(0.0, deadline_s))
+        try:
+            async with bound:
+                return await self._with_fallbacks(alias, tracked, fallback_on_invalid)
+        except TimeoutError as exc:
+            if not bound.expired():
+                raise
+            self._on_outcome(current[0], "deadline")
+            raise UpstreamTimeoutError(f"foundation alias {current[0]!r} did not answer before the request's "
+                                       "deadline", code="deadline_exceeded") from exc
 
     async def _with_fallbacks(
         self, alias: str, attempt: Callable[[AliasClient], Any], fallback_on_invalid: bool = True

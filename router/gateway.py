@@ -30,6 +30,7 @@ from .errors import (
     ModelNotFoundError,
     ServiceUnavailableError,
     UpstreamRejectedError,
+    UpstreamTimeoutError,
 )
 from .escalation import Escalator, InvalidLabelError, Usage
 from .escalation_log import EscalationLog
@@ -117,6 +118,8 @@ class Gateway:
         self.escalator = escalator
         self.metrics = metrics
         self.budget = budget
+        self.draining = False
+        """Set on SIGTERM: /readyz turns false while requests in flight finish."""
         self._cpu_usd_per_s = cpu_usd_per_core_hour / 3600.0
 
     # ---- shared steps -------------------------------------------------------------------------
@@ -233,6 +236,8 @@ class Gateway:
                 escalating.append((i, pred, decision))
 
         if escalating:
+            # One deadline for the request's escalations, from its start (the specialist's time counts).
+            deadline = asyncio.get_running_loop().time() + route.deadline_s - (time.perf_counter() - t0)
             tc = time.perf_counter()
             cached = await asyncio.gather(*(self.cache.get(keys[i]) for i, _, _ in escalating))
             self.metrics.stage(STAGE_CACHE, time.perf_counter() - tc)
@@ -244,7 +249,7 @@ class Gateway:
                     continue
                 slots.append(i)
                 jobs.append(self._escalate(policy, route_name, route, specialist, texts[i], keys[i], pred,
-                                           unit_cost, decision))
+                                           unit_cost, decision, deadline))
             for i, result in zip(slots, await asyncio.gather(*jobs), strict=True):
                 outcomes[i] = result
         return self._finish(policy, outcomes, t0)
@@ -295,7 +300,14 @@ class Gateway:
         pred: Prediction | None,
         unit_cost: float,
         decision: Escalate,
+        deadline: float,
     ) -> Outcome:
+        """The foundation's answer if it comes before `deadline` (event-loop time), else degraded.
+
+        The call runs in the coalescer's own task: at the deadline only this caller stops waiting;
+        the call goes on within the alias's concurrency limit and queue (which bound such
+        background work) and fills the cache for the next identical request.
+        """
         self.metrics.escalations.labels(route_name, decision.reason).inc()
         blocked = self.foundation_open(decision.alias)
         record: dict[str, object] | None = None
@@ -324,9 +336,15 @@ class Gateway:
                                      "foundation_alias": result.alias, "prompt_tokens": usage.prompt_tokens,
                                      "completion_tokens": usage.completion_tokens})
 
+            bound = asyncio.timeout_at(deadline)
             try:
-                raw, computed = await self.coalescer.run(key, route.cache_ttl_s, ask)
+                async with bound:
+                    raw, computed = await self.coalescer.run(key, route.cache_ttl_s, ask)
                 record = orjson.loads(raw)
+            except TimeoutError:
+                if not bound.expired():
+                    raise
+                blocked = "deadline"
             except InvalidLabelError:
                 blocked = "invalid_label"
             except UpstreamRejectedError:
@@ -347,6 +365,10 @@ class Gateway:
             return Outcome(route_name, label, confidence, "cache", "coalesced", unit_cost, cost, 0.0,
                            policy.version, specialist.version, novelty, alias_used)
         if pred is None:
+            if blocked == "deadline":
+                raise UpstreamTimeoutError(
+                    f"specialist {specialist.name!r} failed and foundation alias {decision.alias!r} did not "
+                    f"answer within the route's deadline ({route.deadline_s:.3g} s)", code="deadline_exceeded")
             raise ServiceUnavailableError(
                 f"specialist {specialist.name!r} failed and no foundation model could answer", retry_after_s=5
             )

@@ -27,15 +27,20 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["CONTENT_TYPE_LATEST", "PATHS", "STAGES", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "CUT_REASONS", "PATHS", "STAGES", "GatewayMetrics"]
 
 PATHS = ("specialist", "foundation", "cache", "degraded")
+CUT_REASONS = ("header_timeout", "body_timeout", "header_too_large", "overloaded")
+"""Why the server cut a connection or request (`router.connections`); `overloaded` = 503 past
+`max_connections`."""
 STAGES = ("cache", "specialist", "foundation")
 STAGE_CACHE, STAGE_SPECIALIST, STAGE_FOUNDATION = STAGES
-# 50 µs .. 60 s, roughly x2.5 per step: fine enough for the specialist path, long enough for LLMs.
+# 50 µs .. 600 s, roughly x2.5 per step: fine enough for the specialist path, long enough for LLMs.
+# The top bucket is the largest deadline a policy may set (`deadline_s` <= 600), so every request
+# the gateway ends on time falls in a finite bucket.
 LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )
 PROBABILITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
 
@@ -73,7 +78,7 @@ class GatewayMetrics:
         self.foundation_calls = Counter(
             _P + "foundation_calls",
             "Foundation model calls by alias and outcome (ok, timeout, rate_limited, error, refused, "
-            "rejected, invalid_label, breaker_open, queue_full).",
+            "rejected, invalid_label, breaker_open, queue_full, deadline).",
             ["alias", "outcome"], registry=registry)
         self.foundation_tokens = Counter(
             _P + "foundation_tokens", "Foundation tokens by alias and kind (prompt, completion).",
@@ -113,9 +118,17 @@ class GatewayMetrics:
         self.budget_spent = Gauge(
             _P + "budget_spent_usd", "Foundation spend in the current budget window (shared across replicas "
             "with Redis).", ["window"], registry=registry, multiprocess_mode="max")
+        self.connections_cut = Counter(
+            _P + "connections_cut", "Connections or requests cut by the server: header_timeout, body_timeout, "
+            "header_too_large (431), overloaded (503 past max_connections).", ["reason"], registry=registry)
+        self.client_disconnects = Counter(
+            _P + "client_disconnects", "Requests whose client went away before the request body was read.",
+            registry=registry)
         # Known label sets start at 0, so the first event is visible to increase() and alerts.
         for result in ("ok", "invalid"):
             self.policy_reloads.labels(result)
+        for reason in CUT_REASONS:
+            self.connections_cut.labels(reason)
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
@@ -176,6 +189,9 @@ class GatewayMetrics:
             else:
                 self.budget_limit.labels(window).set(limit)
             self.budget_spent.labels(window).set(values["spent"] or 0.0)
+
+    def connection_cut(self, reason: str) -> None:
+        self.connections_cut.labels(reason).inc()
 
     def cache_event(self, event: str) -> None:
         self.cache_events.labels(event).inc()

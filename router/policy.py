@@ -63,6 +63,9 @@ class AliasSpec(_Strict):
     """Cap on completion tokens for label escalations (chat requests pass their own)."""
     cache_ttl_s: int = Field(3600, ge=0)
     """TTL of cached answers when this alias is named directly as `model`."""
+    deadline_s: float = Field(60.0, gt=0, le=600)
+    """Whole-request deadline when this alias is named directly as `model` (retries and fallbacks
+    included): past it the caller gets 504 naming the alias that did not answer."""
 
 
 class _SpecialistGate(_Strict):
@@ -80,6 +83,10 @@ class _SpecialistGate(_Strict):
 class ClassifyRoute(_SpecialistGate):
     kind: Literal["classify"] = "classify"
     escalate_to: str | None = None
+    deadline_s: float = Field(2.0, gt=0, le=600)
+    """How long a caller waits for the foundation model; past it the specialist's answer is
+    served `degraded` with reason `deadline` (the foundation call may finish in the background
+    and fill the cache)."""
     prompt: str | None = None
     """Escalation prompt; `{labels}` and `{input}` are substituted. None = the built-in prompt."""
     on_invalid_label: Literal["fallback", "degrade"] = "fallback"
@@ -90,6 +97,8 @@ class ClassifyRoute(_SpecialistGate):
 class ChatRoute(_SpecialistGate):
     kind: Literal["chat"]
     escalate_to: str
+    deadline_s: float = Field(60.0, gt=0, le=600)
+    """One deadline for the whole request (retries and fallbacks included), then 504."""
     answers: Mapping[str, str] = Field(default_factory=dict)
     """Canned answer per intent; a confident intent without an answer escalates too."""
 
@@ -102,6 +111,8 @@ class AutoRoute(_Strict):
     """Request category -> alias."""
     low_confidence_tier: str
     cache_ttl_s: int = Field(3600, ge=0)
+    deadline_s: float = Field(60.0, gt=0, le=600)
+    """One deadline for the whole request (retries and fallbacks included), then 504."""
     on_specialist_error: Literal["escalate", "fail"] = "escalate"
 
 

@@ -60,20 +60,40 @@ def _json(data: Any, request: Request, status: int = 200, headers: dict[str, str
     return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=h)
 
 
-async def _parse(request: Request, model: type[M], max_bytes: int) -> M:
-    return _validate(model, await _read_object(request, max_bytes))
+async def _too_large(request: Request, max_bytes: int, drain_bytes: int, seen: int) -> PayloadTooLargeError:
+    """The 413 for a body over `max_bytes`, after reading (and dropping) up to `drain_bytes` of it.
+
+    A client that is still sending when the answer comes sees a reset, not the 413: so the rest of
+    the body is read first, up to a bound (and within the server's body timeout). Past the bound,
+    the 413 closes the connection.
+    """
+    error = PayloadTooLargeError(f"request body over {max_bytes} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > drain_bytes:
+        error.close_connection = True
+        return error
+    async for part in request.stream():
+        seen += len(part)
+        if seen > drain_bytes:
+            error.close_connection = True
+            break
+    return error
 
 
-async def _read_object(request: Request, max_bytes: int) -> dict[str, Any]:
+async def _parse(request: Request, model: type[M], max_bytes: int, drain_bytes: int) -> M:
+    return _validate(model, await _read_object(request, max_bytes, drain_bytes))
+
+
+async def _read_object(request: Request, max_bytes: int, drain_bytes: int) -> dict[str, Any]:
     """The request body as a JSON object (size-capped), noting the route it names for metrics."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLargeError(f"request body over {max_bytes} bytes")
+        raise await _too_large(request, max_bytes, drain_bytes, 0)
     body = bytearray()
     async for part in request.stream():
         body += part
         if len(body) > max_bytes:
-            raise PayloadTooLargeError(f"request body over {max_bytes} bytes")
+            raise await _too_large(request, max_bytes, drain_bytes, len(body))
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -198,11 +218,12 @@ async def _responses_sse(req: ResponsesRequest, chunks: AsyncIterator[dict[str, 
         yield b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_cache: bool) -> list[Route]:
+def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_cache: bool,
+                 drain_bytes: int) -> list[Route]:
     started = int(time.time())
 
     async def classify(request: Request) -> Response:
-        req = await _parse(request, ClassifyRequest, max_body_bytes)
+        req = await _parse(request, ClassifyRequest, max_body_bytes, drain_bytes)
         texts = [req.input] if isinstance(req.input, str) else req.input
         if len(texts) > max_batch:
             raise InvalidRequestError(f"input: at most {max_batch} texts per request", param="input")
@@ -218,7 +239,7 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
                      headers={"x-router-route": req.task, "x-router-policy-version": policy.version})
 
     async def chat_completions(request: Request) -> Response:
-        req = await _parse(request, ChatRequest, max_body_bytes)
+        req = await _parse(request, ChatRequest, max_body_bytes, drain_bytes)
         out = await complete(gw, req, tenant_of(request, per_tenant_cache))
         headers = {"x-request-id": request_id(request), **out.decision_headers()}
         if out.stream is not None:
@@ -227,7 +248,7 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         return Response(orjson.dumps(out.body), media_type=JSON, headers=headers)
 
     async def responses(request: Request) -> Response:
-        data = await _read_object(request, max_body_bytes)
+        data = await _read_object(request, max_body_bytes, drain_bytes)
         for key in _STATEFUL:
             if data.get(key) is not None:
                 raise InvalidRequestError(f"{key} is not supported: the gateway is stateless and stores no "
@@ -257,13 +278,24 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         return _json(_model(name), request)
 
     async def healthz(request: Request) -> Response:
-        return _json({"status": "ok"}, request)
+        """Liveness: 200 while the process serves, with the state of what it degrades around.
+
+        A dead Redis, an open breaker or a spent budget degrade answers; they are reported here and
+        never fail the probe (restarting the pod would not fix them)."""
+        aliases = {n: {"configured": c.configured, "breaker": "closed" if c.breaker.allows() else "open",
+                       "waiting": c.waiting} for n, c in gw.escalator.clients.items()}
+        return _json({"status": "ok", "draining": gw.draining,
+                      "redis": {"backend": gw.cache.backend, "state": await gw.cache.health()},
+                      "aliases": aliases, "budget": gw.budget.snapshot()}, request)
 
     async def readyz(request: Request) -> Response:
+        """Readiness: specialists and policy loaded (before the server listens), litellm imported when
+        an alias needs it, and not shutting down."""
         cache_state = await gw.cache.health()
-        ready = len(gw.specialists) > 0 and gw.escalator.ready
+        ready = len(gw.specialists) > 0 and gw.escalator.ready and not gw.draining
         body = {
             "ready": ready,
+            "draining": gw.draining,
             "specialists": {n: gw.specialists[n].version for n in gw.specialists},
             "cache": {"backend": gw.cache.backend, "state": cache_state},
             "foundation": {

@@ -101,6 +101,22 @@ class Settings(BaseSettings):
     """Worker processes (uvicorn). With more than one, metrics use prometheus multiprocess mode."""
     metrics_dir: Path | None = None
     """Directory for multiprocess metric files (PROMETHEUS_MULTIPROC_DIR); set by `serve --workers`."""
+    max_connections: int = Field(4096, ge=1)
+    """Open connections (and requests in flight) per worker; past it requests get 503 (keep it
+    below the process's file descriptor limit, `ulimit -n`)."""
+    keep_alive_s: int = Field(5, ge=1)
+    """Idle keep-alive connections are closed after this long."""
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
+    """Request line and headers larger than this get 431 and the connection is closed."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """A request's headers must arrive within this long (from its first byte / the connection)."""
+    body_timeout_s: float = Field(30.0, gt=0)
+    """A request's body must arrive within this long after its headers, else the connection is cut."""
+    drain_max_bytes: int = Field(8 * 1024 * 1024, ge=0)
+    """Before a 413, up to this much of an oversized body is read and discarded, so the client (still
+    sending) reads the 413; a larger body gets the 413 with `connection: close`."""
+    shutdown_grace_s: int = Field(30, ge=0)
+    """On SIGTERM, requests and streams in flight get this long to finish before the worker exits."""
 
 
 def multiprocess_metrics_dir() -> Path | None:

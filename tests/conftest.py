@@ -1,18 +1,16 @@
 """Small shared fixtures: a real Redis, the local OpenAI-compatible upstream, apps and clients.
 
-Redis: `ROUTER_TEST_REDIS_URL` (default redis://127.0.0.1:6379/15, a dedicated database flushed
-before each test). When nothing answers there, a private `redis-server` is started on a free
-port if the binary exists. Without either, Redis tests skip with the reason on a developer's
-machine and fail in CI (`CI` set), where `.ci/run` installs and starts Redis.
+Redis: the session starts its own `redis-server` (the binary on PATH) on a free loopback port,
+without persistence, and stops it at the end; tests write only to that server. To use another
+server instead, set `ROUTER_TEST_REDIS_URL` explicitly (its database is FLUSHED before each test,
+so point it at a dedicated database). Without the binary and without the variable, Redis tests
+skip with the reason on a developer's machine and fail in CI (`CI` set), where `.ci/run` installs
+the binary.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from ruamel.yaml import YAML
 from router.app import create_app
 from router.settings import FoundationSettings, RedisSettings, Settings
 from tests.fake_upstream import Upstream
+from tests.redis_server import RedisServer, ping
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -36,43 +35,23 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ping(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping())
-    except (redis.RedisError, OSError):
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    url = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    if _ping(url):
-        yield url
+    explicit = os.environ.get("ROUTER_TEST_REDIS_URL")
+    if explicit:
+        if not ping(explicit):
+            pytest.fail("ROUTER_TEST_REDIS_URL is set but nothing answers there")
+        yield explicit
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
+    server = RedisServer()
+    try:
+        server.start()
+    except FileNotFoundError:
         if os.environ.get("CI"):
-            pytest.fail(f"no Redis at {url} and no redis-server binary (CI must provide one)")
-        pytest.skip(f"no Redis at {url} and no redis-server binary to start one")
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    own = f"redis://127.0.0.1:{port}/15"
-    deadline = time.monotonic() + 10
-    while not _ping(own):
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("started redis-server did not answer")
-        time.sleep(0.05)
-    yield own
-    proc.terminate()
-    proc.wait(timeout=10)
+            pytest.fail("no redis-server binary (CI must provide one; .ci/run installs it)")
+        pytest.skip("no redis-server binary on PATH and ROUTER_TEST_REDIS_URL unset: Redis tests skipped")
+    yield server.url
+    server.close()
 
 
 @pytest.fixture

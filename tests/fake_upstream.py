@@ -13,6 +13,10 @@ The requested model name picks the behaviour:
                    message quotes the key it was sent, as some providers do
     fake-401       401: the key is refused (quoted in the message)
     (any)          answers `n` choices when asked (usage counts each)
+    fake-hang      never answers: holds the request until the client goes away (at most `hang_s`)
+    fake-stall     streams its first chunk, then nothing (at most `hang_s`); not streaming: fake-hang
+    fake-flaky     fails 30% of requests: 10% 500, 10% 429, 10% hang (the caller's timeout);
+                   the rest like fake-ok
 
 A classification answer is the label written in the text as ``[[label:X]]`` if present, else the
 first label of the JSON-schema enum or of the prompt's label list. Every request body is kept in
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import re
 import time
 import uuid
@@ -132,7 +137,17 @@ def _error(status: int, message: str, kind: str) -> Response:
                     status_code=status, media_type="application/json")
 
 
-def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, slow_s: float = 2.0) -> Starlette:
+async def _hang(request: Request, hang_s: float) -> None:
+    """Wait until the client disconnects (or `hang_s` passes): a hung upstream that frees its slot."""
+    end = time.monotonic() + hang_s
+    while time.monotonic() < end and not await request.is_disconnected():
+        await asyncio.sleep(0.05)
+
+
+def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, slow_s: float = 2.0,
+                        hang_s: float = 600.0, seed: int | None = None) -> Starlette:
+    rng = random.Random(seed)
+
     async def completions(request: Request) -> Response:
         body = orjson.loads(await request.body())
         received.append(body)
@@ -141,6 +156,13 @@ def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, 
             await asyncio.sleep(latency_s)
         if model.endswith("fake-slow"):
             await asyncio.sleep(slow_s)
+        if model.endswith("fake-flaky"):
+            roll = rng.random()
+            model = ("fake-500" if roll < 0.1 else "fake-429" if roll < 0.2 else "fake-hang" if roll < 0.3
+                     else "fake-ok")
+        if model.endswith("fake-hang") or (model.endswith("fake-stall") and not body.get("stream")):
+            await _hang(request, hang_s)
+            return Response(b"", status_code=504)
         if model.endswith("fake-429"):
             return Response(orjson.dumps({"error": {"message": "slow down", "type": "rate_limit_error"}}),
                             status_code=429, headers={"retry-after": "1"}, media_type="application/json")
@@ -185,6 +207,8 @@ def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, 
                         delta["role"] = "assistant"
                     yield b"data: " + orjson.dumps({**base, "choices": [
                         {"index": 0, "delta": delta, "finish_reason": None}]}) + b"\n\n"
+                    if model.endswith("fake-stall"):
+                        await asyncio.sleep(hang_s)
                 yield b"data: " + orjson.dumps({**base, "choices": [
                     {"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n"
                 if (body.get("stream_options") or {}).get("include_usage"):
@@ -204,7 +228,7 @@ def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, 
 
     async def models(request: Request) -> Response:
         names = ["fake-ok", "fake-slow", "fake-429", "fake-500", "fake-garbage", "fake-badlabel", "fake-strict",
-                 "fake-401"]
+                 "fake-401", "fake-hang", "fake-stall", "fake-flaky"]
         return Response(orjson.dumps({"object": "list", "data": [{"id": n, "object": "model"} for n in names]}),
                         media_type="application/json")
 
@@ -218,9 +242,11 @@ def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, 
 class Upstream(ServerThread):
     """The fake upstream served by uvicorn in a daemon thread on 127.0.0.1."""
 
-    def __init__(self, latency_s: float = 0.0, slow_s: float = 2.0, port: int = 0) -> None:
+    def __init__(self, latency_s: float = 0.0, slow_s: float = 2.0, port: int = 0, hang_s: float = 600.0,
+                 seed: int | None = None) -> None:
         self.received: list[dict[str, Any]] = []
-        super().__init__(create_upstream_app(self.received, latency_s, slow_s), port=port, lifespan="off")
+        super().__init__(create_upstream_app(self.received, latency_s, slow_s, hang_s, seed), port=port,
+                         lifespan="off")
         self.api_base = f"{self.url}/v1"
 
     def start(self) -> Upstream:

@@ -28,7 +28,7 @@ class GatewayProcess:
             [sys.executable, "-m", "router", "serve", "--port", str(self.port), "--policy", str(policy)],
             cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def wait_ready(self, timeout_s: float = 30) -> GatewayProcess:
+    def wait_ready(self, timeout_s: float = 90) -> GatewayProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -40,7 +40,19 @@ class GatewayProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("gateway did not become ready")
+        err = self.stop()
+        raise RuntimeError(f"gateway did not become ready in {timeout_s} s: {err[-3000:]}")
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def signal(self, sig: int) -> None:
+        self._proc.send_signal(sig)
+
+    def wait(self, timeout_s: float) -> int:
+        """The exit code once the process has exited (raises subprocess.TimeoutExpired)."""
+        return self._proc.wait(timeout=timeout_s)
 
     def stop(self) -> str:
         self._proc.terminate()

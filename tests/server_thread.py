@@ -17,7 +17,17 @@ class ServerThread:
         self._sock.bind(("127.0.0.1", port))
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False)
+        # A gateway app is served with the gateway's own server options (router.connections), as
+        # `serve` does; anything else (the fake upstream) with uvicorn's defaults. Shutdown is bounded,
+        # so a test server holding hung requests still stops.
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        options: dict[str, Any] = {"access_log": False}
+        if settings is not None:
+            from router.connections import uvicorn_options
+
+            options = uvicorn_options(settings)
+        options["timeout_graceful_shutdown"] = min(3, options.get("timeout_graceful_shutdown") or 3)
+        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 

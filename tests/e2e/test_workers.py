@@ -26,7 +26,7 @@ def test_two_workers_report_every_request(write_policy: Callable[..., Path], red
                                                   "ROUTER_METRICS_DIR": str(tmp_path / "metrics")})
     (tmp_path / "metrics").mkdir()
     try:
-        gw.wait_ready(timeout_s=60)
+        gw.wait_ready()
         sent = 300
         with httpx.Client(base_url=gw.url, timeout=10) as client, concurrent.futures.ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(lambda i: client.post(

@@ -202,7 +202,10 @@ async def test_health_ready_models_and_unknown_paths(
     redis_db: redis.Redis,
 ) -> None:
     client = client_for(make_settings(write_policy()))
-    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    health = (await client.get("/healthz")).json()
+    assert (health["status"], health["draining"], health["redis"]) == ("ok", False, {"backend": "redis", "state": "ok"})
+    assert health["aliases"]["cheap"] == {"configured": True, "breaker": "closed", "waiting": 0}
+    assert set(health["budget"]) == {"hour", "day"}
     ready = await client.get("/readyz")
     body = ready.json()
     assert body["cache"] == {"backend": "redis", "state": "ok"}
@@ -261,6 +264,20 @@ async def test_redis_down_fails_open(
     assert sample(registry, "hybrid_router_cache_events_total", event="error") == 3
     assert sample(registry, "hybrid_router_cache_events_total", event="skipped") >= 6
     assert (await client.get("/readyz")).json()["cache"]["state"] == "unreachable"
+    health = await client.get("/healthz")  # liveness does not fail for what the gateway degrades around
+    assert health.status_code == 200 and health.json()["redis"]["state"] == "unreachable"
+
+
+async def test_readiness_turns_false_while_draining(
+    write_policy: Callable[..., Path], make_settings: Callable[..., Settings], client_for: Any,
+    redis_db: redis.Redis,
+) -> None:
+    client = client_for(make_settings(write_policy()))
+    assert (await client.get("/readyz")).status_code == 200
+    client.app.state.gateway.draining = True  # what SIGTERM sets (tests/e2e/test_shutdown.py sends one)
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["draining"] is True
+    assert (await client.get("/healthz")).status_code == 200
 
 
 async def test_confident_answers_never_touch_redis(

@@ -70,7 +70,8 @@ def test_identical_concurrent_escalations_make_one_call_across_replicas(
     replicas: Callable[..., list[GatewayProcess]], upstream: Upstream,
 ) -> None:
     a, b = replicas(models={"cheap": "fake-slow", "strong": "fake-slow"},
-                    edit=lambda doc: (escalate_all(doc), doc["aliases"]["cheap"].update(timeout_s=10)))
+                    edit=lambda doc: (escalate_all(doc), doc["aliases"]["cheap"].update(timeout_s=10),
+                                      doc["routes"]["sentiment"].update(deadline_s=10)))
     text = "a slow , slow film . [[label:positive]]"
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda gw: classify(gw, text), [a, b, a, b, a, b]))
