@@ -43,6 +43,7 @@ REASONS: tuple[str, ...] = (
     "budget_spent",
     "invalid_label",
     "deadline",
+    "alias_not_permitted",
 )
 
 

@@ -3,9 +3,11 @@
     GatewayError                      500 server_error / internal_error
     ├── InvalidRequestError           400 invalid_request_error   (bad JSON, bad fields)
     │   └── PayloadTooLargeError      413 invalid_request_error / payload_too_large
-    ├── AuthenticationError           401 authentication_error     (admin endpoints)
+    ├── AuthenticationError           401 authentication_error     (API keys, admin; WWW-Authenticate)
+    ├── PermissionDeniedError         403 permission_error / model_not_permitted (the key's routes/aliases)
     ├── ModelNotFoundError            404 invalid_request_error / model_not_found
-    ├── RateLimitedError              429 rate_limit_error         (queue full; Retry-After)
+    ├── RateLimitedError              429 rate_limit_error         (queue full, key rates; Retry-After)
+    │   └── InsufficientQuotaError    429 insufficient_quota       (the key's spend budget; Retry-After)
     ├── UpstreamError                 502 api_error / upstream_error
     │   └── UpstreamTimeoutError      504 api_error / upstream_timeout
     └── ServiceUnavailableError       503 api_error / foundation_unavailable (Retry-After)
@@ -21,9 +23,11 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "GatewayError",
+    "InsufficientQuotaError",
     "InvalidRequestError",
     "ModelNotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "RateLimitedError",
     "ServiceUnavailableError",
     "UpstreamError",
@@ -73,6 +77,13 @@ class PayloadTooLargeError(InvalidRequestError):
 class AuthenticationError(GatewayError):
     status, error_type, code = 401, "authentication_error", "invalid_admin_token"
 
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "www-authenticate": 'Bearer realm="hybrid-router"'}
+
+
+class PermissionDeniedError(GatewayError):
+    status, error_type, code = 403, "permission_error", "model_not_permitted"
+
 
 class ModelNotFoundError(GatewayError):
     status, error_type, code = 404, "invalid_request_error", "model_not_found"
@@ -80,6 +91,10 @@ class ModelNotFoundError(GatewayError):
 
 class RateLimitedError(GatewayError):
     status, error_type, code = 429, "rate_limit_error", "rate_limited"
+
+
+class InsufficientQuotaError(RateLimitedError):
+    error_type, code = "insufficient_quota", "insufficient_quota"
 
 
 class UpstreamError(GatewayError):

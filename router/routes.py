@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .auth import Authenticator, Caller
 from .chat import complete
 from .errors import AuthenticationError, InvalidRequestError, PayloadTooLargeError
 from .gateway import Gateway
@@ -42,10 +43,13 @@ def request_id(request: Request) -> str:
     return str(rid)
 
 
-def tenant_of(request: Request, per_tenant: bool) -> str:
-    """Cache namespace of the caller: a hash of its API key (the key itself is never kept)."""
+def tenant_of(request: Request, per_tenant: bool, caller: Caller | None = None) -> str:
+    """Cache namespace of the caller: its key's tenant with keys on, else a hash of its
+    Authorization header (the header itself is never kept)."""
     if not per_tenant:
         return ""
+    if caller is not None:
+        return "t:" + caller.tenant
     key = request.headers.get("authorization", "")
     return hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
 
@@ -105,13 +109,16 @@ async def _parse(request: Request, model: type[M], max_bytes: int, drain_bytes: 
 
 
 def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_cache: bool,
-                 drain_bytes: int) -> list[Route]:
+                 drain_bytes: int, auth: Authenticator, metrics_token: str | None = None) -> list[Route]:
     async def classify(request: Request) -> Response:
+        caller = await auth.admit(request)  # before the body is read: strangers cost nothing
         req = await _parse(request, ClassifyRequest, max_body_bytes, drain_bytes)
         texts = [req.input] if isinstance(req.input, str) else req.input
         if len(texts) > max_batch:
             raise InvalidRequestError(f"input: at most {max_batch} texts per request", param="input")
-        policy, outcomes = await gw.classify(req.task, texts, tenant_of(request, per_tenant_cache))
+        if caller is not None:
+            auth.use(caller, "route", req.task, "task")
+        policy, outcomes = await gw.classify(req.task, texts, tenant_of(request, per_tenant_cache, caller))
         if isinstance(req.input, str):
             o = outcomes[0]
             return _json(o.to_dict(), request, headers={
@@ -123,8 +130,14 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
                      headers={"x-router-route": req.task, "x-router-policy-version": policy.version})
 
     async def chat_completions(request: Request) -> Response:
+        caller = await auth.admit(request)
         req = await _parse(request, ChatRequest, max_body_bytes, drain_bytes)
-        out = await complete(gw, req, tenant_of(request, per_tenant_cache))
+        if caller is not None:
+            if req.model in gw.policy.policy.routes:
+                auth.use(caller, "route", req.model, "model")
+            else:  # an alias, or unknown (404 below)
+                auth.use(caller, "alias" if req.model in gw.escalator.clients else None, req.model, "model")
+        out = await complete(gw, req, tenant_of(request, per_tenant_cache, caller))
         headers = {"x-request-id": request_id(request), **out.decision_headers()}
         if out.stream is not None:
             return StreamingResponse(out.stream, media_type="text/event-stream",
@@ -132,7 +145,12 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         return Response(orjson.dumps(out.body), media_type=JSON, headers=headers)
 
     async def models(request: Request) -> Response:
+        caller = await auth.admit(request)
         names = [*gw.policy.policy.routes, *gw.escalator.clients]
+        if caller is not None:  # only what this key may use
+            auth.use(caller)
+            names = [n for n in names if caller.record.permits("route" if n in gw.policy.policy.routes
+                                                               else "alias", n)]
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "hybrid-router"} for n in names]
         return _json({"object": "list", "data": data}, request)
 
@@ -167,6 +185,9 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         return _json(body, request, status=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        if metrics_token is not None and not _bearer_matches(request, metrics_token):
+            raise AuthenticationError("missing or wrong metrics token (ROUTER_METRICS_TOKEN)",
+                                      code="invalid_metrics_token")
         gw.metrics.set_budget(gw.budget.snapshot())
         return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -180,14 +201,18 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
     ]
 
 
+def _bearer_matches(request: Request, token: str) -> bool:
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
 def build_admin_routes(reloader: PolicyReloader, token: str | None) -> list[Route]:
     """`/admin/policy` (GET: version and last reload) and `/admin/policy/reload` (POST), bearer token."""
 
     def check(request: Request) -> None:
         if token is None:
             raise AuthenticationError("admin endpoints are disabled: set ROUTER_ADMIN_TOKEN", code="admin_disabled")
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not _bearer_matches(request, token):
             raise AuthenticationError("missing or wrong admin token")
 
     async def policy(request: Request) -> Response:
