@@ -185,7 +185,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     reloader = PolicyReloader(gw, settings.policy_path, settings.policy_poll_s)
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    auth = Authenticator(settings.auth, gw.cache.state, gw.metrics.key_request)
+    auth = Authenticator(settings.auth, gw.state, gw.metrics.key_request)  # the never-evicted Redis
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
