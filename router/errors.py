@@ -96,6 +96,11 @@ class RateLimitedError(GatewayError):
 class InsufficientQuotaError(RateLimitedError):
     error_type, code = "insufficient_quota", "insufficient_quota"
 
+    def headers(self) -> dict[str, str]:
+        # OpenAI SDKs retry a 429 at once unless told not to; a spent budget stays spent for
+        # the rest of its window (Retry-After), so retrying now only adds load.
+        return {**super().headers(), "x-should-retry": "false"}
+
 
 class UpstreamError(GatewayError):
     status, error_type, code = 502, "api_error", "upstream_error"

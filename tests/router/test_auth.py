@@ -206,6 +206,7 @@ async def test_over_the_spend_budget_gets_429_insufficient_quota(
     assert r.status_code == 429
     assert error_of(r)["type"] == "insufficient_quota" and error_of(r)["code"] == "insufficient_quota"
     assert 1 <= int(r.headers["retry-after"]) <= 3600
+    assert r.headers["x-should-retry"] == "false"  # the OpenAI SDKs then do not retry at once
 
 
 async def test_the_key_tenant_namespaces_the_cache(
