@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from specialists import SpecialistSet
 
+from .auth import Authenticator, check_exposure
 from .budget import BudgetTracker
 from .cache import MemoryCache, RedisCache, ResponseCache
 from .coalesce import Coalescer
@@ -177,10 +178,14 @@ def create_app_from_env() -> Starlette:
 
 
 def create_app(settings: Settings | None = None, registry: CollectorRegistry | None = None) -> Starlette:
+    """Raises `auth.ExposureError` for a non-loopback bind without API keys (see `check_exposure`)."""
     settings = settings if settings is not None else Settings()
+    check_exposure(settings.host, settings.auth)
     gw = build_gateway(settings, registry)
     reloader = PolicyReloader(gw, settings.policy_path, settings.policy_poll_s)
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    auth = Authenticator(settings.auth, gw.state, gw.metrics.key_request)  # the never-evicted Redis
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
@@ -190,10 +195,15 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         loop = asyncio.get_running_loop()
         budget_sync = loop.create_task(_refresh_budget(gw))
         freeze = loop.create_task(_freeze_heap(gw))
+        if auth.ring is not None:
+            await auth.ring.refresh()  # keys in force before the first request
+        auth_sync = loop.create_task(auth.run())
         try:
             # Lifespan state reaches uvicorn's connection protocol (router.connections).
             yield {LIFESPAN_KEY: ConnectionLimits.from_settings(settings, gw.metrics.connection_cut)}
         finally:
+            auth_sync.cancel()
+            await auth.flush()
             freeze.cancel()
             budget_sync.cancel()
             await reloader.stop()
@@ -209,7 +219,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
 
     app = Starlette(
         routes=build_routes(gw, settings.max_body_bytes, settings.max_batch, settings.cache_per_tenant,
-                            settings.drain_max_bytes) + build_admin_routes(reloader, token),
+                            settings.drain_max_bytes, auth, metrics_token) + build_admin_routes(reloader, token),
         exception_handlers={
             GatewayError: _on_gateway_error,
             HTTPException: _on_http_error,
@@ -220,5 +230,6 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     )
     app.state.gateway = gw
     app.state.reloader = reloader
+    app.state.auth = auth
     app.state.settings = settings
     return app

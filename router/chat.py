@@ -32,6 +32,7 @@ from .errors import (
     GatewayError,
     InvalidRequestError,
     ModelNotFoundError,
+    PermissionDeniedError,
     ServiceUnavailableError,
     UpstreamTimeoutError,
     error_body,
@@ -232,6 +233,8 @@ async def _foundation(
     start = time.perf_counter() if t0 is None else t0
     deadline = asyncio.get_running_loop().time() + deadline_s - (time.perf_counter() - start)
     blocked = gw.foundation_open(alias)
+    if blocked == "alias_not_permitted":
+        raise PermissionDeniedError(f"this API key may not use alias {alias!r}", param="model")
     if blocked is not None:
         raise ServiceUnavailableError(
             "no foundation model is available for this request"

@@ -20,6 +20,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hybrid Route
                   "foundation models when needed.")
 policy_app = typer.Typer(no_args_is_help=True, help="Routing policy tools.")
 app.add_typer(policy_app, name="policy")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys for /v1/* (needs ROUTER_AUTH__SECRET; with "
+                       "ROUTER_REDIS__URL the keys live in Redis, else in ROUTER_AUTH__KEYS_FILE).")
+app.add_typer(keys_app, name="keys")
 
 _FORWARD: dict[str, Any] = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
@@ -50,8 +53,14 @@ def serve(
         overrides["workers"] = workers
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .auth import ExposureError, check_exposure
     from .connections import uvicorn_options
 
+    try:  # before uvicorn: with several workers each would fail on its own
+        check_exposure(settings.host, settings.auth)
+    except ExposureError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
                               "loop": "uvloop", **uvicorn_options(settings)}
     if settings.workers == 1:
@@ -97,6 +106,113 @@ def policy_check(
         typer.echo(f"{f}: ok (version {loaded.version}, {len(loaded.policy.routes)} routes, "
                    f"{len(loaded.policy.aliases)} aliases)")
     raise typer.Exit(1 if failed else 0)
+
+
+def _with_key_store(action: Any) -> Any:
+    """Run `action(store, secret)` against the configured key store; store errors exit 1."""
+    import asyncio
+
+    from .keys import KeyStoreError, open_store
+    from .redis_state import RedisState
+    from .settings import Settings
+
+    settings = Settings()
+    if settings.auth.secret is None:
+        typer.echo("error: set ROUTER_AUTH__SECRET (the same value the gateway replicas have)", err=True)
+        raise typer.Exit(2)
+    secret = settings.auth.secret.get_secret_value().encode()
+
+    async def run() -> Any:
+        state = None
+        if settings.redis.configured:  # a command may wait longer than a request would
+            slow = settings.redis.model_copy(update={"timeout_s": 5.0, "breaker_failures": 1_000_000})
+            state = RedisState(slow, lambda event: None)
+        try:
+            return await action(open_store(state, settings.auth.keys_file), secret)
+        finally:
+            if state is not None:
+                await state.close()
+
+    try:
+        return asyncio.run(run())
+    except KeyStoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _targets(value: str) -> str | list[str]:
+    if value.strip() in ("all", "none"):
+        return "all" if value.strip() == "all" else []
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Key name: lowercase letters, digits, '-', '_' (at most 32).")],
+    routes: Annotated[str, typer.Option(help="Routes the key may use: comma list, 'all' or 'none'.")] = "all",
+    aliases: Annotated[str, typer.Option(help="Foundation aliases it may use or escalate to: comma list, "
+                                              "'all' or 'none'.")] = "all",
+    usd_per_hour: Annotated[float | None, typer.Option(help="Foundation spend budget per UTC hour.")] = None,
+    usd_per_day: Annotated[float | None, typer.Option(help="Foundation spend budget per UTC day.")] = None,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Foundation tokens per minute.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Cache namespace (default: the name).")] = None,
+) -> None:
+    """Create a key and print it once (only its keyed digest is stored)."""
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+
+    from .keys import KeyRecord, issue_key
+
+    try:
+        record = KeyRecord(name=name, routes=_targets(routes), aliases=_targets(aliases),
+                           usd_per_hour=usd_per_hour, usd_per_day=usd_per_day, rpm=rpm, tpm=tpm, tenant=tenant,
+                           created=datetime.now(UTC).replace(microsecond=0))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        typer.echo(f"error: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}", err=True)
+        raise typer.Exit(2) from exc
+    key = _with_key_store(lambda store, secret: issue_key(store, secret, record))
+    typer.echo(key)
+    typer.echo(f"key {name!r} created; it is shown only this once", err=True)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Names, permissions and limits of every key (never keys or digests)."""
+
+    async def load(store: Any, secret: bytes) -> Any:
+        from .keys import KeyStoreError
+
+        records = await store.load()
+        if records is None:
+            raise KeyStoreError(f"cannot read {store.where}")
+        return sorted(records.values(), key=lambda r: (r.name, r.created))
+
+    def show(v: object) -> str:
+        return "-" if v is None else ",".join(v) if isinstance(v, tuple) else str(v)
+
+    rows = [("name", "tenant", "routes", "aliases", "usd/h", "usd/day", "rpm", "tpm", "created", "status")]
+    for r in _with_key_store(load):
+        status = "active" if r.revoked is None else f"revoked {r.revoked.isoformat()}"
+        rows.append((r.name, r.cache_tenant, show(r.routes), show(r.aliases), show(r.usd_per_hour),
+                     show(r.usd_per_day), show(r.rpm), show(r.tpm), r.created.isoformat(), status))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="Name of the key to revoke.")]) -> None:
+    """Revoke the active key of NAME; every replica refuses it within ROUTER_AUTH__REFRESH_S."""
+    from .keys import revoke_keys
+
+    count = _with_key_store(lambda store, secret: revoke_keys(store, name))
+    if not count:
+        typer.echo(f"error: no active key named {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {name!r}")
 
 
 @app.command()

@@ -45,6 +45,7 @@ REASONS: tuple[str, ...] = (
     "invalid_label",
     "upstream_rejected",
     "deadline",
+    "alias_not_permitted",
 )
 
 

@@ -4,9 +4,11 @@
     ├── InvalidRequestError           400 invalid_request_error   (bad JSON, bad fields)
     │   ├── PayloadTooLargeError      413 invalid_request_error / payload_too_large
     │   └── UpstreamRejectedError     400 invalid_request_error / upstream_rejected (provider 4xx)
-    ├── AuthenticationError           401 authentication_error     (admin endpoints)
+    ├── AuthenticationError           401 authentication_error     (API keys, admin; WWW-Authenticate)
+    ├── PermissionDeniedError         403 permission_error / model_not_permitted (the key's routes/aliases)
     ├── ModelNotFoundError            404 invalid_request_error / model_not_found
-    ├── RateLimitedError              429 rate_limit_error         (queue full; Retry-After)
+    ├── RateLimitedError              429 rate_limit_error         (queue full, key rates; Retry-After)
+    │   └── InsufficientQuotaError    429 insufficient_quota       (the key's spend budget; Retry-After)
     ├── UpstreamError                 502 api_error / upstream_error
     │   ├── UpstreamTimeoutError      504 api_error / upstream_timeout
     │   └── UpstreamRefusedError      502 api_error / upstream_refused (our key/model refused)
@@ -23,9 +25,11 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "GatewayError",
+    "InsufficientQuotaError",
     "InvalidRequestError",
     "ModelNotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "RateLimitedError",
     "ServiceUnavailableError",
     "UpstreamError",
@@ -77,6 +81,13 @@ class PayloadTooLargeError(InvalidRequestError):
 class AuthenticationError(GatewayError):
     status, error_type, code = 401, "authentication_error", "invalid_admin_token"
 
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "www-authenticate": 'Bearer realm="hybrid-router"'}
+
+
+class PermissionDeniedError(GatewayError):
+    status, error_type, code = 403, "permission_error", "model_not_permitted"
+
 
 class ModelNotFoundError(GatewayError):
     status, error_type, code = 404, "invalid_request_error", "model_not_found"
@@ -84,6 +95,15 @@ class ModelNotFoundError(GatewayError):
 
 class RateLimitedError(GatewayError):
     status, error_type, code = 429, "rate_limit_error", "rate_limited"
+
+
+class InsufficientQuotaError(RateLimitedError):
+    error_type, code = "insufficient_quota", "insufficient_quota"
+
+    def headers(self) -> dict[str, str]:
+        # OpenAI SDKs retry a 429 at once unless told not to; a spent budget stays spent for
+        # the rest of its window (Retry-After), so retrying now only adds load.
+        return {**super().headers(), "x-should-retry": "false"}
 
 
 class UpstreamError(GatewayError):

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from specialists import InferenceError, Prediction, Specialist, SpecialistSet
 
+from .auth import alias_permitted, charge
 from .budget import BudgetTracker
 from .cache import ResponseCache, fingerprint
 from .coalesce import Coalescer
@@ -151,8 +152,9 @@ class Gateway:
         return preds, cpu * self._cpu_usd_per_s / max(1, len(texts))
 
     async def account(self, alias: str, usage: Usage) -> None:
-        """Book a foundation call: the shared budget and the token counters."""
+        """Book a foundation call: the shared budget, the calling key's budget and the token counters."""
         await self.budget.add(usage.cost_usd)
+        charge(usage.cost_usd, usage.prompt_tokens + usage.completion_tokens)
         self.metrics.foundation_tokens.labels(alias, "prompt").inc(usage.prompt_tokens)
         self.metrics.foundation_tokens.labels(alias, "completion").inc(usage.completion_tokens)
 
@@ -160,6 +162,8 @@ class Gateway:
         """None if `alias` can be called now, else the degradation reason."""
         if alias is None or not self.escalator.available(alias):
             return "foundation_unavailable"
+        if not alias_permitted(alias):
+            return "alias_not_permitted"
         if self.budget.exhausted():
             return "budget_spent"
         return None

@@ -6,7 +6,8 @@ used (`multiprocess_dir`, set by `hybrid-router serve --workers N` through
 PROMETHEUS_MULTIPROC_DIR before any worker starts): each worker writes its values to files there
 and `/metrics`, whichever worker answers it, aggregates all of them. Label values come only from closed sets: route and alias names
 from the loaded policy, paths, reasons (`decision.REASONS`), stages, outcomes and token kinds
-listed here. Never prompts, user ids or free model strings. The full set is documented in
+listed here, API key *names* from the key store (capped). Never prompts, keys, user ids or free
+model strings. The full set is documented in
 `docs/metrics.md`.
 """
 
@@ -56,6 +57,7 @@ class GatewayMetrics:
         self._latency: dict[str, Any] = {}
         self._stages: dict[str, Any] = {}
         self._prediction_hists: dict[str, tuple[Any, Any]] = {}
+        self._key_requests: dict[tuple[str, str], Any] = {}
         self.requests = Counter(
             _P + "requests", "Answered requests (one per input) by route, path taken and reason.",
             ["route", "path", "reason"], registry=registry)
@@ -124,6 +126,10 @@ class GatewayMetrics:
         self.client_disconnects = Counter(
             _P + "client_disconnects", "Requests whose client went away before the request body was read.",
             registry=registry)
+        self.key_requests = Counter(
+            _P + "key_requests", "Requests on /v1/* by API key name ('none' without a valid key, 'other' past "
+            "ROUTER_AUTH__METRIC_KEYS names) and outcome (ok, invalid_key, revoked, forbidden, over_budget, "
+            "rate_limited).", ["key", "outcome"], registry=registry)
         # Known label sets start at 0, so the first event is visible to increase() and alerts.
         for result in ("ok", "invalid"):
             self.policy_reloads.labels(result)
@@ -192,6 +198,13 @@ class GatewayMetrics:
 
     def connection_cut(self, reason: str) -> None:
         self.connections_cut.labels(reason).inc()
+
+    def key_request(self, key: str, outcome: str) -> None:
+        """`key` is a key *name* from the key store (a closed, capped set), never a key."""
+        child = self._key_requests.get((key, outcome))
+        if child is None:
+            child = self._key_requests[(key, outcome)] = self.key_requests.labels(key, outcome)
+        child.inc()
 
     def cache_event(self, event: str) -> None:
         self.cache_events.labels(event).inc()

@@ -148,6 +148,35 @@ class RedisState:
         self._ok()
         return [float(r) for r in results[0::2]]
 
+    async def get_floats(self, keys: list[str]) -> list[float] | None:
+        """Several counters in one round trip (a pipeline of GETs; absent = 0.0), or None."""
+        if not self.available():
+            self._on_error("skipped")
+            return None
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+            results = await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the fail-open boundary, as in _run
+            self._failed(exc)
+            return None
+        self._ok()
+        return [0.0 if r is None else float(r) for r in results]
+
+    async def hash_all(self, key: str) -> dict[bytes, bytes] | None:
+        """Every field of a hash, or None when Redis is unreachable."""
+        ok, result = await self._run("hgetall", key)
+        return dict(result) if ok else None
+
+    async def hash_set(self, key: str, field: str, value: bytes) -> bool:
+        ok, _ = await self._run("hset", key, field, value)
+        return ok
+
+    async def incr(self, key: str) -> bool:
+        ok, _ = await self._run("incr", key)
+        return ok
+
     async def get_float(self, key: str) -> float | None:
         ok, result = await self._run("get", key)
         if not ok:

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .auth import Authenticator, Caller
 from .chat import ChatOutcome, complete
 from .errors import AuthenticationError, InvalidRequestError, ModelNotFoundError, PayloadTooLargeError
 from .gateway import Gateway
@@ -45,10 +46,13 @@ def request_id(request: Request) -> str:
     return str(rid)
 
 
-def tenant_of(request: Request, per_tenant: bool) -> str:
-    """Cache namespace of the caller: a hash of its API key (the key itself is never kept)."""
+def tenant_of(request: Request, per_tenant: bool, caller: Caller | None = None) -> str:
+    """Cache namespace of the caller: its key's tenant with keys on, else a hash of its
+    Authorization header (the header itself is never kept)."""
     if not per_tenant:
         return ""
+    if caller is not None:
+        return "t:" + caller.tenant
     key = request.headers.get("authorization", "")
     return hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
 
@@ -219,15 +223,18 @@ async def _responses_sse(req: ResponsesRequest, chunks: AsyncIterator[dict[str, 
 
 
 def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_cache: bool,
-                 drain_bytes: int) -> list[Route]:
+                 drain_bytes: int, auth: Authenticator, metrics_token: str | None = None) -> list[Route]:
     started = int(time.time())
 
     async def classify(request: Request) -> Response:
+        caller = await auth.admit(request)  # before the body is read: strangers cost nothing
         req = await _parse(request, ClassifyRequest, max_body_bytes, drain_bytes)
         texts = [req.input] if isinstance(req.input, str) else req.input
         if len(texts) > max_batch:
             raise InvalidRequestError(f"input: at most {max_batch} texts per request", param="input")
-        policy, outcomes = await gw.classify(req.task, texts, tenant_of(request, per_tenant_cache))
+        if caller is not None:
+            auth.use(caller, "route", req.task, "task")
+        policy, outcomes = await gw.classify(req.task, texts, tenant_of(request, per_tenant_cache, caller))
         if isinstance(req.input, str):
             o = outcomes[0]
             return _json(o.to_dict(), request, headers={
@@ -238,9 +245,18 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         return _json({"results": [o.to_dict() for o in outcomes], "policy_version": policy.version}, request,
                      headers={"x-router-route": req.task, "x-router-policy-version": policy.version})
 
+    def permit(caller: Caller | None, model: str) -> None:
+        if caller is not None:
+            if model in gw.policy.policy.routes:
+                auth.use(caller, "route", model, "model")
+            else:  # an alias, or unknown (404 below)
+                auth.use(caller, "alias" if model in gw.escalator.clients else None, model, "model")
+
     async def chat_completions(request: Request) -> Response:
+        caller = await auth.admit(request)
         req = await _parse(request, ChatRequest, max_body_bytes, drain_bytes)
-        out = await complete(gw, req, tenant_of(request, per_tenant_cache))
+        permit(caller, req.model)
+        out = await complete(gw, req, tenant_of(request, per_tenant_cache, caller))
         headers = {"x-request-id": request_id(request), **out.decision_headers()}
         if out.stream is not None:
             return StreamingResponse(_chat_sse(out.stream), media_type="text/event-stream",
@@ -248,6 +264,7 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         return Response(orjson.dumps(out.body), media_type=JSON, headers=headers)
 
     async def responses(request: Request) -> Response:
+        caller = await auth.admit(request)  # before the body is read, as for chat completions
         data = await _read_object(request, max_body_bytes, drain_bytes)
         for key in _STATEFUL:
             if data.get(key) is not None:
@@ -255,8 +272,9 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
                                           "responses; send the whole conversation as input", param=key,
                                           code="unsupported_parameter")
         req = _validate(ResponsesRequest, data)
+        permit(caller, req.model)
         out: ChatOutcome = await complete(gw, _validate(ChatRequest, to_chat_request(req)),
-                                          tenant_of(request, per_tenant_cache))
+                                          tenant_of(request, per_tenant_cache, caller))
         headers = {"x-request-id": request_id(request), **out.decision_headers()}
         if out.stream is not None:
             return StreamingResponse(_responses_sse(req, out.stream), media_type="text/event-stream",
@@ -268,12 +286,22 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         return {"id": name, "object": "model", "created": started, "owned_by": "hybrid-router"}
 
     async def models(request: Request) -> Response:
+        caller = await auth.admit(request)
         names = [*gw.policy.policy.routes, *gw.escalator.clients]
+        if caller is not None:  # only what this key may use
+            auth.use(caller)
+            names = [n for n in names if caller.record.permits("route" if n in gw.policy.policy.routes
+                                                               else "alias", n)]
         return _json({"object": "list", "data": [_model(n) for n in names]}, request)
 
     async def model(request: Request) -> Response:
+        caller = await auth.admit(request)
         name = request.path_params["model"]
-        if name not in gw.policy.policy.routes and name not in gw.escalator.clients:
+        known = name in gw.policy.policy.routes or name in gw.escalator.clients
+        if known and caller is not None:
+            auth.use(caller)
+            known = caller.record.permits("route" if name in gw.policy.policy.routes else "alias", name)
+        if not known:
             raise ModelNotFoundError(f"the model {name[:256]!r} does not exist", param="model")
         return _json(_model(name), request)
 
@@ -308,6 +336,9 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         return _json(body, request, status=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        if metrics_token is not None and not _bearer_matches(request, metrics_token):
+            raise AuthenticationError("missing or wrong metrics token (ROUTER_METRICS_TOKEN)",
+                                      code="invalid_metrics_token")
         gw.metrics.set_budget(gw.budget.snapshot())
         return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -323,14 +354,18 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
     ]
 
 
+def _bearer_matches(request: Request, token: str) -> bool:
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
 def build_admin_routes(reloader: PolicyReloader, token: str | None) -> list[Route]:
     """`/admin/policy` (GET: version and last reload) and `/admin/policy/reload` (POST), bearer token."""
 
     def check(request: Request) -> None:
         if token is None:
             raise AuthenticationError("admin endpoints are disabled: set ROUTER_ADMIN_TOKEN", code="admin_disabled")
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not _bearer_matches(request, token):
             raise AuthenticationError("missing or wrong admin token")
 
     async def policy(request: Request) -> Response:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["FoundationSettings", "RedisSettings", "Settings", "multiprocess_metrics_dir", "read_secret_env"]
+__all__ = ["AuthSettings", "FoundationSettings", "RedisSettings", "Settings", "multiprocess_metrics_dir",
+           "read_secret_env"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,6 +73,41 @@ class FoundationSettings(BaseModel):
     """Name in litellm's price table to price calls with (for self-hosted / renamed models)."""
 
 
+class AuthSettings(BaseModel):
+    """API keys for /v1/* (see router/keys.py and router/auth.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    secret: SecretStr | None = None
+    """Server secret keying the stored digests of API keys; set = every /v1/* request needs a key.
+    The same value on every replica and for `hybrid-router keys`; at least 32 characters."""
+    disabled: bool = False
+    """Serve /v1/* without keys even on a non-loopback address (something in front authenticates)."""
+    keys_file: Path = Path(".hybrid-router/keys.json")
+    """Key store without Redis (created with mode 0600); with Redis the keys live in `gw:v1:keys`."""
+    refresh_s: float = Field(2.0, gt=0, le=60)
+    """How often each process re-reads the key store: a new or revoked key takes effect within it."""
+    metric_keys: int = Field(100, ge=0, le=10_000)
+    """Key names exported as metric labels; further names are counted as `other`."""
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("ROUTER_AUTH__SECRET must be at least 32 characters "
+                             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None and not self.disabled
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ROUTER_",
@@ -91,9 +128,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_batch: int = Field(256, ge=1)
     cache_per_tenant: bool = True
-    """Namespace cached answers by the caller's API key (its hash), so tenants never share answers."""
+    """Namespace cached answers by tenant, so tenants never share answers: the API key's tenant with
+    keys on, else a hash of the caller's Authorization header."""
     admin_token: SecretStr | None = None
     """Bearer token for /admin/*; unset = admin endpoints disabled."""
+    metrics_token: SecretStr | None = None
+    """Bearer token for /metrics; unset = /metrics is open to whoever reaches the port."""
+    auth: AuthSettings = AuthSettings()
     policy_poll_s: float = Field(1.0, gt=0)
     """How often the policy file is checked for changes (hot reload)."""
     log_level: str = "INFO"

@@ -35,6 +35,8 @@ STATE_ARGS = ("--maxmemory", "64mb", "--maxmemory-policy", "noeviction", "--appe
 
 def _escalate_all(doc: Any) -> None:
     doc["routes"]["sentiment"]["min_confidence"] = 1.0
+    # Wait for the foundation answers (the first call loads litellm): this test needs spend.
+    doc["routes"]["sentiment"]["deadline_s"] = 60
 
 
 async def _spend_then_fill(settings: Settings) -> int:

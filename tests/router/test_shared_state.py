@@ -7,6 +7,10 @@ fake; Redis is the test database.
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +22,7 @@ import redis
 
 from router.escalation_log import STREAM
 from tests.fake_upstream import Upstream
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import ROOT, GatewayProcess
 
 pytestmark = [pytest.mark.redis]
 
@@ -139,3 +143,43 @@ def test_a_policy_reloaded_on_one_replica_reaches_the_other_within_a_second(
         time.sleep(0.05)
     admin = httpx.get(b.url + "/admin/policy", headers={"authorization": "Bearer t0k"}).json()
     assert admin["last_reload"]["trigger"] == "announce"
+
+
+def test_a_key_budget_spent_on_one_replica_stops_the_key_on_the_other(
+    write_policy: Callable[..., Path], redis_url: str, redis_db: redis.Redis, upstream: Upstream, tmp_path: Path,
+) -> None:
+    secret = secrets.token_urlsafe(32)
+    env = {"ROUTER_REDIS__URL": redis_url, "ROUTER_AUTH__SECRET": secret, "ROUTER_POLICY_POLL_S": "3600"}
+    created = subprocess.run([sys.executable, "-m", "router", "keys", "create", "--name", "team-a",
+                              "--usd-per-hour", "0.000000001"], cwd=ROOT, env={**os.environ, **env},
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    other = subprocess.run([sys.executable, "-m", "router", "keys", "create", "--name", "team-b"], cwd=ROOT,
+                           env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+                           check=True).stdout.strip()
+    gws = [GatewayProcess(write_policy(edit=escalate_all, name=f"policy-{i}.yaml"), env) for i in range(2)]
+    try:
+        a, b = (g.wait_ready(timeout_s=90) for g in gws)
+        headers = {"authorization": f"Bearer {key}"}
+        r = httpx.post(a.url + "/v1/classify", json={"task": "sentiment", "input": UNSURE}, headers=headers,
+                       timeout=20)
+        assert r.status_code == 200 and r.json()["path"] == "foundation", r.text
+        deadline = time.monotonic() + 10
+        while True:  # b learns a's spend from Redis within about a second
+            r = httpx.post(b.url + "/v1/classify", json={"task": "sentiment", "input": "fine ."}, headers=headers,
+                           timeout=20)
+            if r.status_code == 429:
+                break
+            assert r.status_code == 200, r.text
+            assert time.monotonic() < deadline, "replica b never saw the key's budget spent on replica a"
+            time.sleep(0.2)
+        assert r.json()["error"]["code"] == "insufficient_quota" and int(r.headers["retry-after"]) >= 1
+        # Another key is not affected.
+        r = httpx.post(b.url + "/v1/classify", json={"task": "sentiment", "input": "fine ."},
+                       headers={"authorization": f"Bearer {other}"}, timeout=20)
+        assert r.status_code == 200
+    finally:
+        logs = "".join(g.stop() for g in gws)
+    assert key.removeprefix("hr-") not in logs and other.removeprefix("hr-") not in logs
+    assert "API keys: 2 active in redis hash gw:v1:keys" in logs
