@@ -273,6 +273,9 @@ async def test_readiness_turns_false_while_draining(
     redis_db: redis.Redis,
 ) -> None:
     client = client_for(make_settings(write_policy()))
+    gw = client.app.state.gateway
+    gw.escalator.start()  # what the lifespan does (the in-process client runs none): litellm loads
+    await gw.escalator.wait_loaded()
     assert (await client.get("/readyz")).status_code == 200
     client.app.state.gateway.draining = True  # what SIGTERM sets (tests/e2e/test_shutdown.py sends one)
     ready = await client.get("/readyz")
