@@ -18,7 +18,8 @@ onnxruntime as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from math import exp
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ I64 = npt.NDArray[np.int64]
 # ONNX TensorProto.DataType values used by the exporter
 _FLOAT, _INT64, _FLOAT16 = 1, 7, 10
 _DTYPES: dict[int | None, np.dtype[Any]] = {_FLOAT: np.dtype("<f4"), _INT64: np.dtype("<i8"), _FLOAT16: np.dtype("<f2")}
+_PY_SOFTMAX_MAX = 16  # classes up to which one text's softmax is computed on Python floats
 _CHUNK_CELLS = 1 << 19  # batch evaluation: at most this many gathered values (entries x classes) at once
 
 
@@ -159,6 +161,10 @@ class LinearGraph:
     W: npt.NDArray[np.float32]
     b: F64
     T: float
+    _b: list[float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_b", self.b.tolist())
 
     @classmethod
     def from_onnx(cls, model: bytes) -> LinearGraph | None:
@@ -199,9 +205,19 @@ class LinearGraph:
         logits /= logits.sum(axis=-1, keepdims=True)
         return logits
 
-    def one(self, ids: I64, weights: F64) -> F64:
+    def one(self, ids: npt.NDArray[np.integer[Any]], weights: F64) -> list[float]:
         """Class probabilities of one text given its feature ``ids`` and tf-idf ``weights``."""
-        return self._softmax(weights @ np.take(self.W, ids, axis=0).astype(np.float64))
+        summed = weights @ np.take(self.W, ids, axis=0).astype(np.float64)
+        if self.n_classes > _PY_SOFTMAX_MAX:
+            probs: list[float] = self._softmax(summed).tolist()
+            return probs
+        # A few classes: plain floats beat numpy's per-call overhead (same float64 arithmetic).
+        T = self.T
+        z = [(s + b) / T for s, b in zip(summed.tolist(), self._b)]
+        top = max(z)
+        e = [exp(x - top) for x in z]
+        total = sum(e)
+        return [x / total for x in e]
 
     def batch(self, ids: I64, weights: F64, lens: I64) -> F64:
         """Probabilities [texts, classes] of a flattened batch (text ``r`` owns ``lens[r]`` entries)."""

@@ -32,7 +32,7 @@ __all__ = ["BUNDLED_DIR", "Prediction", "Specialist", "SpecialistSet", "load_spe
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 _BUCKET = 512  # max texts per session.run in predict()
 _EMPTY_IDS = np.zeros(1, dtype=np.int64)  # a text without known n-grams: the padding row only
-_EMPTY_WEIGHTS = np.zeros(1, dtype=np.float64)
+_EMPTY_WEIGHTS = np.zeros(1, dtype=np.float32)
 _LINEAR_IO = (("ids", "weights"), "probabilities")
 
 
@@ -137,10 +137,10 @@ class Specialist:
         """Probabilities (class order) and novelty of one text, without the LRU."""
         ids, weights, novelty = self._featurizer.featurize(text, self.max_chars)
         if self._graph is not None:
-            return self._graph.one(ids, weights).tolist(), novelty
+            return self._graph.one(ids, weights), novelty
         if not len(ids):
-            ids, weights = _EMPTY_IDS, _EMPTY_WEIGHTS
-        probs = self._run(ids.reshape(1, -1), weights.astype(np.float32).reshape(1, -1))
+            return self._run(_EMPTY_IDS.reshape(1, -1), _EMPTY_WEIGHTS.reshape(1, -1))[0].tolist(), novelty
+        probs = self._run(ids.astype(np.int64).reshape(1, -1), weights.astype(np.float32).reshape(1, -1))
         return probs[0].tolist(), novelty
 
     def predict_one(self, text: str) -> Prediction:

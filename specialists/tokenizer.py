@@ -43,6 +43,7 @@ CACHE_LIMIT = 16384
 _ID = struct.Struct("<i").pack
 _IDS = np.dtype("<i4")
 
+I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
@@ -78,6 +79,17 @@ def char_wb_ngrams_of_word(word: str, min_n: int, max_n: int) -> list[str]:
         if offset == 0:  # a short word is counted only once
             break
     return out
+
+
+def _count(raw: I32) -> tuple[I32, I64]:
+    """``np.unique(raw, return_counts=True)`` in fewer numpy calls (sorted ids, occurrences)."""
+    s = np.sort(raw)
+    n = len(s)
+    starts = np.empty(n + 1, dtype=np.bool_)
+    starts[0] = starts[n] = True
+    np.not_equal(s[1:], s[:-1], out=starts[1:n])
+    at = np.flatnonzero(starts)
+    return s[at[:-1]], at[1:] - at[:-1]
 
 
 class FeatureBlock:
@@ -198,6 +210,7 @@ class Featurizer:
         self._all_sublinear = bool(self._sublinear.all())
         self._any_sublinear = bool(self._sublinear.any())
         self._all_l2 = bool(self._l2.all())
+        self._simple = self._all_sublinear and self._all_l2
         nov = spec["novelty"]
         self.novelty_re = re.compile(str(nov["token_pattern"]))
         self._known = TermTable(list(nov["known_words"]))
@@ -243,7 +256,8 @@ class Featurizer:
             block.collect(lowered, tokens, parts)
         return b"".join(parts), self._novelty(tokens)
 
-    def weigh(self, ids: I64, counts: npt.NDArray[Any], rows: I64 | None = None, n_rows: int = 1) -> F64:
+    def weigh(self, ids: npt.NDArray[np.integer[Any]], counts: npt.NDArray[Any], rows: I64 | None = None,
+              n_rows: int = 1) -> F64:
         """tf-idf weights of ``ids`` occurring ``counts`` times, l2-normalised per block and row.
 
         ``rows`` gives each entry's text index for a flattened batch of ``n_rows`` texts
@@ -256,7 +270,7 @@ class Featurizer:
             tf = np.where(self._sublinear[self._block_of[ids]], np.log(counts) + 1.0, counts)
         else:
             tf = counts.astype(np.float64)
-        w = self._idf[ids]
+        w: F64 = self._idf[ids]
         w *= tf
         key: npt.NDArray[Any] = self._block_of[ids]
         if rows is not None:  # one (text, block) key per entry: int8 block indices would overflow
@@ -272,14 +286,28 @@ class Featurizer:
         w *= factor[key]
         return w
 
-    def featurize(self, text: str, max_chars: int) -> tuple[I64, F64, float]:
-        """Return ``(ids, weights, novelty)`` for one text (truncated to ``max_chars``); ids ascending."""
+    def featurize(self, text: str, max_chars: int) -> tuple[I32, F64, float]:
+        """Return ``(ids, weights, novelty)`` for one text (truncated to ``max_chars``); ids ascending.
+
+        The single-text path is the request path: ``np.unique``'s Python layer and the batch
+        weighing's generality cost more than the arithmetic here, so both are written out.
+        """
         packed, novelty = self._collect(text, max_chars)
         if not packed:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), novelty
-        ids, counts = np.unique(np.frombuffer(packed, dtype=_IDS), return_counts=True)
-        ids64 = ids.astype(np.int64)
-        return ids64, self.weigh(ids64, counts), novelty
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float64), novelty
+        ids, counts = _count(np.frombuffer(packed, dtype=_IDS))
+        if not self._simple:
+            return ids, self.weigh(ids, counts), novelty
+        # all blocks sublinear tf + l2 norm (every bundled specialist): sklearn's arithmetic
+        w = np.log(counts)
+        w += 1.0
+        w *= self._idf[ids]
+        key = self._block_of[ids]
+        sq = np.bincount(key, weights=w * w, minlength=self._n_blocks)
+        np.sqrt(sq, out=sq)
+        np.maximum(sq, 1e-300, out=sq)  # an empty block has no entry to scale
+        w *= (self._scale / sq)[key]
+        return ids, w, novelty
 
     def featurize_batch(self, texts: Sequence[str], max_chars: int) -> tuple[I64, F64, I64, list[float]]:
         """Flattened ``(ids, weights, lengths, novelties)`` of many texts, counted and weighed in one pass.

@@ -27,7 +27,7 @@ def _onnxruntime_probs(spec: Specialist, texts: list[str]) -> np.ndarray:
         ids, weights, _ = spec._featurizer.featurize(text, spec.max_chars)
         if not len(ids):
             ids, weights = np.zeros(1, dtype=np.int64), np.zeros(1)
-        feed = {"ids": ids.reshape(1, -1), "weights": weights.astype(np.float32).reshape(1, -1)}
+        feed = {"ids": ids.astype(np.int64).reshape(1, -1), "weights": weights.astype(np.float32).reshape(1, -1)}
         rows.append(session.run(None, feed)[0][0])
     return np.array(rows)
 
