@@ -92,13 +92,13 @@ def policy_check(
     from .policy import PolicyConfigError, load_policy
     from .settings import Settings
 
-    directory = specialists_dir or Settings().specialists_dir
-    specialists = SpecialistSet.load(directory)
+    settings = Settings()
+    specialists = SpecialistSet.load(specialists_dir or settings.specialists_dir)
     classes = {n: specialists[n].classes for n in specialists}
     failed = False
     for f in files:
         try:
-            loaded = load_policy(f, classes)
+            loaded = load_policy(f, classes, settings.policy_max_bytes)
         except PolicyConfigError as exc:
             failed = True
             typer.echo(str(exc), err=True)

@@ -109,7 +109,8 @@ class GatewayMetrics:
             _P + "policy_info", "1 for the policy version being served.", ["version"], registry=registry,
             multiprocess_mode="max")
         self.policy_reloads = Counter(
-            _P + "policy_reloads", "Policy reload attempts by result (ok, invalid).", ["result"],
+            _P + "policy_reloads", "Policy reload attempts by result (ok, invalid: a file that failed "
+            "validation, rejected_announcement: an announcement from Redis refused).", ["result"],
             registry=registry)
         self.request_errors = Counter(
             _P + "request_errors", "Requests answered with an error status, by route ('unknown' when the "
@@ -131,7 +132,7 @@ class GatewayMetrics:
             "ROUTER_AUTH__METRIC_KEYS names) and outcome (ok, invalid_key, revoked, forbidden, over_budget, "
             "rate_limited).", ["key", "outcome"], registry=registry)
         # Known label sets start at 0, so the first event is visible to increase() and alerts.
-        for result in ("ok", "invalid"):
+        for result in ("ok", "invalid", "rejected_announcement"):
             self.policy_reloads.labels(result)
         for reason in CUT_REASONS:
             self.connections_cut.labels(reason)
