@@ -47,6 +47,7 @@ __all__ = [
     "load_policy",
     "parse_policy",
     "policy_version",
+    "read_policy_text",
 ]
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -376,9 +377,14 @@ def _plain(node: Any) -> Any:
 
 def load_policy(path: Path, specialist_classes: Mapping[str, tuple[str, ...]] | None = None,
                 max_bytes: int = MAX_POLICY_BYTES) -> LoadedPolicy:
+    return parse_policy(read_policy_text(path, max_bytes), str(path), specialist_classes, max_bytes)
+
+
+def read_policy_text(path: Path, max_bytes: int = MAX_POLICY_BYTES) -> str:
+    """The text of a policy file, read with the size limit (never more than the limit in memory)."""
     try:
         with path.open("rb") as f:
-            data = f.read(max_bytes + 1)  # never more than the limit in memory
+            data = f.read(max_bytes + 1)
     except OSError as exc:
         raise PolicyConfigError(str(path), [f"{path}: cannot read: {exc}"]) from exc
     if len(data) > max_bytes:
@@ -387,4 +393,4 @@ def load_policy(path: Path, specialist_classes: Mapping[str, tuple[str, ...]] | 
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyConfigError(str(path), [f"{path}: not UTF-8 (byte {exc.start})"]) from exc
-    return parse_policy(text, str(path), specialist_classes, max_bytes)
+    return text

@@ -103,16 +103,19 @@ class RedisState:
             log.info("redis reachable again")
         self._failures = 0
 
+    async def _initialize(self) -> None:
+        if not self._initialized:
+            async with self._init_lock:
+                if not self._initialized:
+                    await self._client.initialize()
+                    self._initialized = True
+
     async def _run(self, op: str, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
         if not self.available():
             self._on_error("skipped")
             return False, None
         try:
-            if not self._initialized:
-                async with self._init_lock:
-                    if not self._initialized:
-                        await self._client.initialize()
-                        self._initialized = True
+            await self._initialize()
             result = await getattr(self._client, op)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the fail-open boundary: see below
             # redis-py raises its own errors, OSError and TimeoutError, but under connection
@@ -128,11 +131,19 @@ class RedisState:
         """(reached Redis, value)."""
         return await self._run("get", key)
 
-    async def get_prefix(self, key: str, max_bytes: int) -> bytes | None:
-        """At most the first `max_bytes` of a string value (GETRANGE): a value someone else wrote
-        cannot make this process read more. None when missing, empty or Redis is unreachable."""
-        ok, result = await self._run("getrange", key, 0, max_bytes - 1)
-        return bytes(result) if ok and result else None
+    async def get_prefix(self, key: str, max_bytes: int) -> tuple[bool, bytes | None]:
+        """(reached Redis, at most the first `max_bytes` of a string value): GETRANGE, so a value
+        someone else wrote cannot make this process read more. None when missing or empty.
+
+        For the control plane (policy announcements): it bypasses the breaker both ways, so a
+        large read that times out under load never stops the cache for requests; the caller retries.
+        """
+        try:
+            await self._initialize()
+            result = await self._client.getrange(key, 0, max_bytes - 1)
+        except Exception:  # noqa: BLE001 - fail open like _run, without touching the breaker
+            return False, None
+        return True, bytes(result) if result else None
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
         ok, _ = await self._run("set", key, value, ex=ttl_s)

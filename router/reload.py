@@ -42,9 +42,9 @@ from .policy import (
     MAX_POLICY_BYTES,
     LoadedPolicy,
     PolicyConfigError,
-    load_policy,
     parse_policy,
     policy_version,
+    read_policy_text,
 )
 
 __all__ = [
@@ -67,6 +67,7 @@ _MAGIC = b"hr-policy-1"
 _HEADER_MAX = 160  # magic + 12-hex version + ms timestamp + 64-hex HMAC, with room to spare
 _VERSION = re.compile(rb"[0-9a-f]{12}")
 _TRIGGER_GAP_S = 0.5
+_RETRY_S = 1.0
 _LOG_EVERY_S = 10.0
 
 log = logging.getLogger("router.reload")
@@ -156,6 +157,8 @@ class PolicyReloader:
         self._stamp = self._file_stamp()
         self._last_issued = 0.0
         self._trigger = asyncio.Event()
+        self._retry_message: bytes | None = None
+        self._retry_task: asyncio.Task[None] | None = None
         self._rejected_since_log = 0
         self._last_reject_log = 0.0
         self.last = ReloadResult(True, gateway.policy.version, time.time(), "startup")
@@ -198,8 +201,17 @@ class PolicyReloader:
 
     async def reload(self, trigger: str) -> ReloadResult:
         async with self._lock:
+            current = self._gw.policy
+            classes = self._classes()
+
+            def load() -> LoadedPolicy:
+                text = read_policy_text(self._path, self._max_bytes)
+                if policy_version(text) == current.version:
+                    return current  # same bytes, already validated: no parsing (announcement floods)
+                return parse_policy(text, str(self._path), classes, self._max_bytes)
+
             try:
-                loaded = await asyncio.to_thread(load_policy, self._path, self._classes(), self._max_bytes)
+                loaded = await asyncio.to_thread(load)
             except PolicyConfigError as exc:
                 self._gw.metrics.policy_reloads.labels("invalid").inc()
                 log.error("policy reload (%s) rejected; still serving %s:\n  %s", trigger,
@@ -253,9 +265,13 @@ class PolicyReloader:
         state = self._gw.state
         assert state is not None
         async with self._lock:
-            record = await state.get_prefix(POLICY_TEXT_KEY, self._max_bytes + _HEADER_MAX + 1)
+            reached, record = await state.get_prefix(POLICY_TEXT_KEY, self._max_bytes + _HEADER_MAX + 1)
+            if not reached:
+                self._retry_later(message)  # pub/sub does not repeat itself: ask again shortly
+                return
             if record is None:
-                return  # Redis unreachable or nothing stored: the next announcement will tell
+                self._rejected("unsigned", "announced, but no record stored")
+                return
             key = self._signing_key
             classes = self._classes()
 
@@ -280,6 +296,22 @@ class PolicyReloader:
                 self._gw.metrics.policy_reloads.labels("ok").inc()
                 self.last = ReloadResult(True, loaded.version, time.time(), "announce", changed=True)
                 log.info("policy %s applied from another replica's signed announcement", loaded.version)
+
+    def _retry_later(self, message: bytes) -> None:
+        """Handle `message` again in a second (one pending retry at most; a newer message replaces it)."""
+        self._retry_message = message
+        if self._retry_task is None or self._retry_task.done():
+            self._retry_task = asyncio.get_running_loop().create_task(self._retry())
+
+    async def _retry(self) -> None:
+        await asyncio.sleep(_RETRY_S)
+        message, self._retry_message = self._retry_message, None
+        self._retry_task = None  # a failed retry schedules the next one
+        if message is not None:
+            try:
+                await self._on_message(message)
+            except Exception as exc:  # noqa: BLE001 - as in _listen
+                self._rejected("error", type(exc).__name__)
 
     async def _listen(self) -> None:
         """Handle announcements forever: no message, however malformed, ends policy sync."""
@@ -327,6 +359,8 @@ class PolicyReloader:
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("sighup")))
 
     async def stop(self) -> None:
+        if self._retry_task is not None:
+            self._tasks.append(self._retry_task)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
