@@ -58,7 +58,7 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
     policy = load_policy(settings.policy_path, {n: specialists[n].classes for n in specialists},
                          settings.policy_max_bytes)
     metrics.set_policy_version(policy.version)
-    metrics.prepare_routes(list(policy.policy.routes), policy.policy.shadow.sample_rate > 0)
+    metrics.prepare_policy(policy.policy)
     escalator = Escalator(
         policy.policy.aliases,
         settings.foundation,
