@@ -55,9 +55,10 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
     specialists = SpecialistSet.load(settings.specialists_dir)
     for name in specialists:  # first inference allocates (ORT arenas, caches): not on a request
         specialists[name].predict_one("warm up")
-    policy = load_policy(settings.policy_path, {n: specialists[n].classes for n in specialists})
+    policy = load_policy(settings.policy_path, {n: specialists[n].classes for n in specialists},
+                         settings.policy_max_bytes)
     metrics.set_policy_version(policy.version)
-    metrics.prepare_routes(list(policy.policy.routes), policy.policy.shadow.sample_rate > 0)
+    metrics.prepare_policy(policy.policy)
     escalator = Escalator(
         policy.policy.aliases,
         settings.foundation,
@@ -182,7 +183,9 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     settings = settings if settings is not None else Settings()
     check_exposure(settings.host, settings.auth)
     gw = build_gateway(settings, registry)
-    reloader = PolicyReloader(gw, settings.policy_path, settings.policy_poll_s)
+    signing_key = settings.policy_signing_key.get_secret_value().encode() if settings.policy_signing_key else None
+    reloader = PolicyReloader(gw, settings.policy_path, settings.policy_poll_s,
+                              max_bytes=settings.policy_max_bytes, signing_key=signing_key)
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     auth = Authenticator(settings.auth, gw.state, gw.metrics.key_request)  # the never-evicted Redis

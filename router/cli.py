@@ -70,7 +70,9 @@ def serve(
         return
     # Several workers: each process builds its app from the environment, so the options given
     # here travel as ROUTER_* variables; metrics are aggregated through one multiprocess directory.
+    # Files left by an earlier run (or another gateway) would be added to this run's counts.
     metrics_dir = settings.metrics_dir or Path(tempfile.mkdtemp(prefix="hybrid-router-metrics-"))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
@@ -92,13 +94,13 @@ def policy_check(
     from .policy import PolicyConfigError, load_policy
     from .settings import Settings
 
-    directory = specialists_dir or Settings().specialists_dir
-    specialists = SpecialistSet.load(directory)
+    settings = Settings()
+    specialists = SpecialistSet.load(specialists_dir or settings.specialists_dir)
     classes = {n: specialists[n].classes for n in specialists}
     failed = False
     for f in files:
         try:
-            loaded = load_policy(f, classes)
+            loaded = load_policy(f, classes, settings.policy_max_bytes)
         except PolicyConfigError as exc:
             failed = True
             typer.echo(str(exc), err=True)

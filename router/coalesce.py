@@ -1,7 +1,8 @@
 """Request coalescing: identical concurrent escalations make one foundation call.
 
 Within a process, later callers await the first caller's future. Across replicas, the first
-takes a short Redis lock (`lock_key`) and stores the answer in the cache before releasing it;
+takes a short Redis lock (`lock_key`, with a random owner token) and stores the answer in the
+cache before releasing it (compare-and-delete: only the owner's token deletes it);
 replicas that find the lock held wait for the cached answer (polling), and call the foundation
 model themselves only if the lock disappears without an answer or the wait runs out. With Redis
 unreachable, coalescing is per process only (fails open).
@@ -52,11 +53,14 @@ class Coalescer:
         if state is None or ttl_s <= 0:
             return await self._compute_and_store(key, ttl_s, compute), True
         lock = lock_key(key)
-        if await state.acquire(lock, self._lock_ttl_ms) or not state.available():
+        token = await state.acquire(lock, self._lock_ttl_ms)
+        if token is not None or not state.available():
             try:
                 return await self._compute_and_store(key, ttl_s, compute), True
             finally:
-                await state.release(lock)
+                if token is not None:
+                    # Only our own lock: if the call outlived the TTL, another replica may hold it now.
+                    await state.release(lock, token)
         deadline = time.monotonic() + self._lock_ttl_ms / 1000
         while time.monotonic() < deadline:
             await asyncio.sleep(_POLL_S)

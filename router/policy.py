@@ -6,21 +6,34 @@ specialist, or the `auto` route that picks a foundation tier by request type). V
 strict: unknown keys, wrong types, thresholds outside [0, 1], unknown specialists, labels or
 aliases are `PolicyConfigError`s naming file, line and key. The schema is documented in
 `policies/README.md`.
+
+Policy text is hostile input (a file an operator edits, or an announcement read from Redis), so
+parsing is bounded before any YAML object is built: at most `max_bytes` (256 KiB by default),
+no anchors or aliases (`&a` / `*a` / `<<: *a`, which let 4 KB expand to gigabytes when walked),
+and nesting at most `MAX_DEPTH` levels (the composer recurses). An alias may only read its key
+from an environment variable under `ROUTER_PROVIDER_KEY_`, and `api_base` must be a plain
+http(s) URL.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, NodeEvent
+
+from .settings import PROVIDER_KEY_PREFIX as API_KEY_ENV_PREFIX
 
 __all__ = [
+    "MAX_POLICY_BYTES",
     "AliasSpec",
     "AutoRoute",
     "Budgets",
@@ -33,9 +46,19 @@ __all__ = [
     "Route",
     "load_policy",
     "parse_policy",
+    "policy_version",
+    "read_policy_text",
 ]
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+MAX_POLICY_BYTES = 256 * 1024
+"""Default size limit of a policy file or announcement (`ROUTER_POLICY_MAX_BYTES`)."""
+MAX_DEPTH = 32
+"""Deepest nesting of mappings/sequences accepted (real policies use 4)."""
+# `api_key_env` may only name variables under this prefix, so a policy (or whoever can write one)
+# cannot send the admin token or any other secret of the process to a provider.
+_API_KEY_ENV = re.compile(re.escape(API_KEY_ENV_PREFIX) + r"[A-Z0-9_]{1,64}")
 
 
 class _Strict(BaseModel):
@@ -66,6 +89,35 @@ class AliasSpec(_Strict):
     deadline_s: float = Field(60.0, gt=0, le=600)
     """Whole-request deadline when this alias is named directly as `model` (retries and fallbacks
     included): past it the caller gets 504 naming the alias that did not answer."""
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env_prefixed(cls, value: str | None) -> str | None:
+        if value is not None and not _API_KEY_ENV.fullmatch(value):
+            shown = value if len(value) <= 80 and value.isprintable() else "(not shown)"
+            raise ValueError(f"must name an environment variable {API_KEY_ENV_PREFIX}<NAME> (upper case, "
+                             f"digits, _), e.g. {API_KEY_ENV_PREFIX}OPENAI; got {shown!r}")
+        return value
+
+    @field_validator("api_base")
+    @classmethod
+    def _plain_http_url(cls, value: str | None) -> str | None:
+        # The value is never echoed: a URL with credentials in it must not reach the logs.
+        if value is None:
+            return None
+        if len(value) > 2048 or not value.isprintable() or any(c.isspace() for c in value):
+            raise ValueError("must be an http(s) URL of at most 2048 printable characters without spaces")
+        try:
+            parts = urlsplit(value)
+            port = parts.port  # raises on a malformed port
+        except ValueError:
+            raise ValueError("must be an http(s) URL (cannot parse it)") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            raise ValueError("must not carry credentials (user:password@); name the key with api_key_env")
+        del port
+        return value
 
 
 class _SpecialistGate(_Strict):
@@ -222,13 +274,42 @@ def _line_of(doc: Any, loc: Iterable[Any]) -> int | None:
     return line
 
 
+def _check_shape(text: str, path: str) -> None:
+    """Refuse anchors, aliases and deep nesting from the event stream, before anything is built.
+
+    The parser is an iterative state machine (no recursion, no object graph), so even a YAML bomb
+    costs only the scan up to its first anchor.
+    """
+    depth = 0
+    for event in YAML(typ="rt").parse(text):
+        line = event.start_mark.line + 1 if event.start_mark is not None else 1
+        if isinstance(event, AliasEvent):
+            raise PolicyConfigError(path, [f"{path}:{line}: YAML aliases (*name) are not allowed in a policy"])
+        if isinstance(event, NodeEvent) and event.anchor is not None:
+            raise PolicyConfigError(path, [f"{path}:{line}: YAML anchors (&name) are not allowed in a policy"])
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise PolicyConfigError(path, [f"{path}:{line}: nested deeper than {MAX_DEPTH} levels"])
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+
+
 def parse_policy(
     text: str,
     path: str = "<policy>",
     specialist_classes: Mapping[str, tuple[str, ...]] | None = None,
+    max_bytes: int = MAX_POLICY_BYTES,
 ) -> LoadedPolicy:
-    """Validate policy text. With `specialist_classes`, also check specialists and labels exist."""
+    """Validate policy text. With `specialist_classes`, also check specialists and labels exist.
+
+    CPU-bound (ruamel is pure Python): callers on the event loop run it in a thread.
+    """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise PolicyConfigError(path, [f"{path}: {size} bytes, over the {max_bytes}-byte limit for a policy"])
     try:
+        _check_shape(text, path)
         doc = YAML(typ="rt").load(text)
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -252,8 +333,12 @@ def parse_policy(
         issues = _check_specialists(policy, specialist_classes, doc, path)
         if issues:
             raise PolicyConfigError(path, issues)
-    version = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return LoadedPolicy(policy=policy, version=version, path=path, text=text)
+    return LoadedPolicy(policy=policy, version=policy_version(text), path=path, text=text)
+
+
+def policy_version(text: str) -> str:
+    """The version of a policy: the first 12 hex digits of the SHA-256 of its UTF-8 text."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def _check_specialists(
@@ -293,9 +378,22 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def load_policy(path: Path, specialist_classes: Mapping[str, tuple[str, ...]] | None = None) -> LoadedPolicy:
+def load_policy(path: Path, specialist_classes: Mapping[str, tuple[str, ...]] | None = None,
+                max_bytes: int = MAX_POLICY_BYTES) -> LoadedPolicy:
+    return parse_policy(read_policy_text(path, max_bytes), str(path), specialist_classes, max_bytes)
+
+
+def read_policy_text(path: Path, max_bytes: int = MAX_POLICY_BYTES) -> str:
+    """The text of a policy file, read with the size limit (never more than the limit in memory)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        with path.open("rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
         raise PolicyConfigError(str(path), [f"{path}: cannot read: {exc}"]) from exc
-    return parse_policy(text, str(path), specialist_classes)
+    if len(data) > max_bytes:
+        raise PolicyConfigError(str(path), [f"{path}: over the {max_bytes}-byte limit for a policy"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyConfigError(str(path), [f"{path}: not UTF-8 (byte {exc.start})"]) from exc
+    return text

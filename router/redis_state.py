@@ -2,7 +2,7 @@
 
 `RedisState` builds one client from `RedisSettings` (redis:// or rediss:// with ACL user and
 password in the URL, Sentinel, or Cluster) and offers the few operations the gateway needs:
-cache get/set, a short lock, float counters with expiry, a capped stream, publish/subscribe.
+cache get/set, a short lock released only by its owner, float counters with expiry, a capped stream, publish/subscribe.
 Every operation fails open: an error or a timeout (the short `timeout_s`) returns None / False,
 is counted, and after `breaker_failures` consecutive errors Redis is not asked at all for
 `breaker_reset_s` (then one request probes it again), so a dead Redis costs no latency.
@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -37,6 +39,14 @@ RedisErrorSink = Callable[[str], None]
 
 _ERRORS = (RedisError, OSError, TimeoutError)
 
+# Compare-and-delete, atomic on the server (the script runs on the key's node under Cluster).
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
 
 def _build(settings: RedisSettings) -> tuple[Any, Callable[[], Any]]:
     """The command client, and a factory for a plain client used for pub/sub."""
@@ -44,8 +54,15 @@ def _build(settings: RedisSettings) -> tuple[Any, Callable[[], Any]]:
     common: dict[str, Any] = {"socket_timeout": settings.timeout_s, "socket_connect_timeout": settings.timeout_s}
     if settings.sentinel_master:
         hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in settings.sentinels]
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            hosts, sentinel_kwargs=common, **common, password=settings.sentinel_password or None)
+        # Two sets of credentials: the Sentinels' own password goes to the Sentinel connections
+        # only; the master's user, password and database come from the URL (its host is ignored:
+        # the Sentinels name the master) and go to the master connections only.
+        sentinel_kwargs: dict[str, Any] = {**common, "retry": Retry(NoBackoff(), 0)}
+        if settings.sentinel_password is not None:
+            sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
+        parsed = parse_url(url) if url else {}
+        master_auth = {k: parsed[k] for k in ("username", "password", "db") if k in parsed}
+        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **common, **master_auth)  # type: ignore[no-untyped-call]
         client = sentinel.master_for(settings.sentinel_master, retry=Retry(NoBackoff(), 0), **common)
         return client, lambda: sentinel.master_for(settings.sentinel_master or "", socket_timeout=None)
     if settings.cluster:
@@ -86,16 +103,19 @@ class RedisState:
             log.info("redis reachable again")
         self._failures = 0
 
+    async def _initialize(self) -> None:
+        if not self._initialized:
+            async with self._init_lock:
+                if not self._initialized:
+                    await self._client.initialize()
+                    self._initialized = True
+
     async def _run(self, op: str, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
         if not self.available():
             self._on_error("skipped")
             return False, None
         try:
-            if not self._initialized:
-                async with self._init_lock:
-                    if not self._initialized:
-                        await self._client.initialize()
-                        self._initialized = True
+            await self._initialize()
             result = await getattr(self._client, op)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the fail-open boundary: see below
             # redis-py raises its own errors, OSError and TimeoutError, but under connection
@@ -111,17 +131,36 @@ class RedisState:
         """(reached Redis, value)."""
         return await self._run("get", key)
 
+    async def get_prefix(self, key: str, max_bytes: int) -> tuple[bool, bytes | None]:
+        """(reached Redis, at most the first `max_bytes` of a string value): GETRANGE, so a value
+        someone else wrote cannot make this process read more. None when missing or empty.
+
+        For the control plane (policy announcements): it bypasses the breaker both ways, so a
+        large read that times out under load never stops the cache for requests; the caller retries.
+        """
+        try:
+            await self._initialize()
+            result = await self._client.getrange(key, 0, max_bytes - 1)
+        except Exception:  # noqa: BLE001 - fail open like _run, without touching the breaker
+            return False, None
+        return True, bytes(result) if result else None
+
     async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
         ok, _ = await self._run("set", key, value, ex=ttl_s)
         return ok
 
-    async def acquire(self, key: str, ttl_ms: int) -> bool:
-        """A short lock (SET NX PX). False when held elsewhere or Redis is unreachable."""
-        ok, result = await self._run("set", key, b"1", nx=True, px=ttl_ms)
-        return ok and bool(result)
+    async def acquire(self, key: str, ttl_ms: int) -> bytes | None:
+        """A short lock (SET NX PX with a random owner token): the token, or None when it is held
+        elsewhere or Redis is unreachable. Pass the token to `release`."""
+        token = secrets.token_hex(16).encode()
+        ok, result = await self._run("set", key, token, nx=True, px=ttl_ms)
+        return token if ok and result else None
 
-    async def release(self, key: str) -> None:
-        await self._run("delete", key)
+    async def release(self, key: str, token: bytes) -> bool:
+        """Delete the lock only if `token` still owns it (compare-and-delete in one script): a lock
+        that expired and was taken by another replica is theirs and stays. True if deleted."""
+        ok, result = await self._run("eval", _RELEASE, 1, key, token)
+        return ok and result == 1
 
     async def exists(self, key: str) -> bool | None:
         ok, result = await self._run("exists", key)

@@ -14,10 +14,21 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AuthSettings", "FoundationSettings", "RedisSettings", "Settings", "multiprocess_metrics_dir",
-           "read_secret_env"]
+__all__ = [
+    "PROVIDER_KEY_PREFIX",
+    "AuthSettings",
+    "FoundationSettings",
+    "RedisSettings",
+    "Settings",
+    "multiprocess_metrics_dir",
+    "read_secret_env",
+]
 
 _ROOT = Path(__file__).resolve().parent.parent
+
+PROVIDER_KEY_PREFIX = "ROUTER_PROVIDER_KEY_"
+"""The only environment variables a policy's `api_key_env` may name (policy validation checks it;
+`read_secret_env` checks it again)."""
 
 
 class RedisSettings(BaseModel):
@@ -37,7 +48,8 @@ class RedisSettings(BaseModel):
     sentinels: tuple[str, ...] = ()
     """Sentinel addresses `host:port`; with `sentinel_master` the URL is ignored."""
     sentinel_master: str | None = None
-    sentinel_password: str | None = None
+    sentinel_password: SecretStr | None = None
+    """Password of the Sentinels themselves; the master's user and password come from `url`."""
     breaker_failures: int = Field(3, ge=1)
     breaker_reset_s: float = Field(5.0, gt=0)
     max_value_bytes: int = Field(256 * 1024, ge=1024)
@@ -137,6 +149,18 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     policy_poll_s: float = Field(1.0, gt=0)
     """How often the policy file is checked for changes (hot reload)."""
+    policy_max_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    """Size limit of a policy file or of a policy announced through Redis."""
+    policy_signing_key: SecretStr | None = None
+    """Shared by the replicas: announced policies carry an HMAC-SHA256 with it and are applied only
+    when it verifies. Unset = an announcement only makes each replica reload its own policy file."""
+
+    @field_validator("policy_signing_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("ROUTER_POLICY_SIGNING_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
     log_level: str = "INFO"
     workers: int = Field(1, ge=1, le=64)
     """Worker processes (uvicorn). With more than one, metrics use prometheus multiprocess mode."""
@@ -168,4 +192,6 @@ def multiprocess_metrics_dir() -> Path | None:
 
 def read_secret_env(name: str) -> str | None:
     """Value of the environment variable a policy names for an API key (`api_key_env`)."""
+    if not name.startswith(PROVIDER_KEY_PREFIX):
+        return None
     return os.environ.get(name) or None

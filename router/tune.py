@@ -23,7 +23,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.representer import RoundTripRepresenter
 
-from .policy import LoadedPolicy, PolicyConfigError, load_policy, parse_policy
+from .policy import LoadedPolicy, PolicyConfigError, load_policy, parse_policy, read_policy_text
 from .simulate import Simulation, SweepPoint
 
 __all__ = ["choose_threshold", "render_threshold", "write_threshold"]
@@ -66,7 +66,8 @@ def write_threshold(
     path: Path, route: str, value: float, specialist_classes: Mapping[str, tuple[str, ...]] | None = None
 ) -> LoadedPolicy:
     """Set `routes.<route>.min_confidence` in `path`; returns the re-loaded, validated policy."""
-    text = path.read_text(encoding="utf-8")
+    text = read_policy_text(path)
+    parse_policy(text, str(path))  # the parsing limits (size, no anchors/aliases) before building anything
     yaml = _yaml()
     doc = yaml.load(text)
     routes = doc.get("routes") if isinstance(doc, CommentedMap) else None

@@ -1,7 +1,10 @@
 """Serving runtime: ``Specialist`` (one ONNX classifier) and ``SpecialistSet``.
 
 Only onnxruntime, numpy and the standard library are used here; training code lives
-in ``specialists.training`` and is never imported by the runtime.
+in ``specialists.training`` and is never imported by the runtime. A model that is exactly the
+exporter's gather-and-sum graph is evaluated with numpy (:mod:`specialists.linear`: no
+per-call onnxruntime overhead, the weights held once); any other ONNX model runs in an
+onnxruntime session, imported only then.
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from specialists.errors import ArtifactError, InferenceError
+from specialists.linear import LinearGraph
 from specialists.manifest import FEATURES_FILE, MANIFEST_FILE, MODEL_FILE, Manifest, verify_sha256
 from specialists.tokenizer import Featurizer
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 __all__ = ["BUNDLED_DIR", "Prediction", "Specialist", "SpecialistSet", "load_specialists"]
 
@@ -26,6 +33,7 @@ BUNDLED_DIR = Path(__file__).parent / "bundled"
 _BUCKET = 512  # max texts per session.run in predict()
 _EMPTY_IDS = np.zeros(1, dtype=np.int64)  # a text without known n-grams: the padding row only
 _EMPTY_WEIGHTS = np.zeros(1, dtype=np.float32)
+_LINEAR_IO = (("ids", "weights"), "probabilities")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,8 @@ class Prediction:
 
 
 def _session(model: bytes, where: Path) -> ort.InferenceSession:
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
@@ -69,8 +79,12 @@ class Specialist:
             self._featurizer = Featurizer(json.loads(features.decode("utf-8")))
         except (ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"{directory / FEATURES_FILE}: invalid features ({exc!r})") from exc
-        self._session = _session(model, directory / MODEL_FILE)
         m = self.manifest
+        graph = LinearGraph.from_onnx(model) if (m.input_names, m.output_name) == _LINEAR_IO else None
+        self._graph = graph
+        self._session: Any = None
+        if graph is None:
+            self._session = _session(model, directory / MODEL_FILE)
         self.name: str = m.name
         self.version: str = m.version
         self.classes: tuple[str, ...] = m.classes
@@ -79,7 +93,7 @@ class Specialist:
         self.directory = directory
         self._ids_name, self._weights_name = m.input_names
         self._outputs = [m.output_name]
-        n_out = self._session.get_outputs()[0].shape[-1]
+        n_out: object = graph.n_classes if graph is not None else self._session.get_outputs()[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(self.classes):
             raise ArtifactError(f"{directory / MODEL_FILE}: {n_out} outputs but {len(self.classes)} classes")
         self.cache_size = max(0, int(cache_size))
@@ -97,6 +111,7 @@ class Specialist:
         return tuple(row), novelty
 
     def _run(self, ids: npt.NDArray[np.int64], weights: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """One onnxruntime call (models that are not the exporter's linear graph)."""
         try:
             out = self._session.run(self._outputs, {self._ids_name: ids, self._weights_name: weights})
         except Exception as exc:
@@ -121,9 +136,11 @@ class Specialist:
     def _scores(self, text: str) -> tuple[list[float], float]:
         """Probabilities (class order) and novelty of one text, without the LRU."""
         ids, weights, novelty = self._featurizer.featurize(text, self.max_chars)
+        if self._graph is not None:
+            return self._graph.one(ids, weights), novelty
         if not len(ids):
-            ids, weights = _EMPTY_IDS, _EMPTY_WEIGHTS
-        probs = self._run(ids.reshape(1, -1), weights.reshape(1, -1))
+            return self._run(_EMPTY_IDS.reshape(1, -1), _EMPTY_WEIGHTS.reshape(1, -1))[0].tolist(), novelty
+        probs = self._run(ids.astype(np.int64).reshape(1, -1), weights.astype(np.float32).reshape(1, -1))
         return probs[0].tolist(), novelty
 
     def predict_one(self, text: str) -> Prediction:
@@ -139,9 +156,10 @@ class Specialist:
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Classify a batch of texts.
 
-        Texts are featurized (weights computed in one numpy pass), sorted by feature count
-        and cut into length buckets so that padding stays small; each bucket is one batched
-        ``session.run`` (at most ``_BUCKET`` texts, rows at most twice as wide as the narrowest).
+        Texts are featurized (counts and weights computed in one numpy pass), then evaluated
+        by the linear graph in chunks, or (other models) sorted by feature count and cut into
+        length buckets so that padding stays small, one batched ``session.run`` per bucket (at
+        most ``_BUCKET`` texts, rows at most twice as wide as the narrowest).
         """
         if isinstance(texts, str):
             raise InferenceError(f"{self.name}: predict() takes a sequence of texts, not a str")
@@ -150,6 +168,15 @@ class Specialist:
         if not texts:
             return []
         ids, weights, lens, novelties = self._featurizer.featurize_batch(texts, self.max_chars)
+        if self._graph is not None:
+            rows = self._graph.batch(ids, weights, lens).tolist()
+            return [self._prediction(row, nov) for row, nov in zip(rows, novelties)]
+        return self._predict_session(ids, weights.astype(np.float32), lens, novelties)
+
+    def _predict_session(
+        self, ids: npt.NDArray[np.int64], weights: npt.NDArray[np.float32], lens: npt.NDArray[np.int64],
+        novelties: list[float],
+    ) -> list[Prediction]:
         starts = np.cumsum(lens) - lens
         order = np.argsort(lens, kind="stable")
         sorted_lens = lens[order].tolist()

@@ -93,3 +93,110 @@ def test_policy_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         main(["policy", "check", str(bad)])
     assert failed.value.code == 1
     assert f"{bad}:9: routes.sentiment.min_confidence" in capsys.readouterr().err
+
+
+# ---- hostile policy text: size, YAML bombs, secrets ---------------------------------------------
+
+def yaml_bomb(levels: int = 12) -> str:
+    """A "billion laughs" document: 9^levels strings once expanded, under 1 KB as text."""
+    lines = ["version: 1", 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]")
+    lines.append(f"routes: {{sentiment: {{kind: classify, specialist: sentiment, prompt: *a{levels - 1}}}}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_bomb_is_refused_at_its_first_anchor_with_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    bomb = yaml_bomb()
+    assert len(bomb) < 4096
+    tracemalloc.start()
+    try:
+        (issue,) = issues(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert issue == "p.yaml:2: YAML anchors (&name) are not allowed in a policy"
+    assert peak < 5_000_000, f"parsing a 1 KB bomb peaked at {peak} bytes"
+    path = tmp_path / "bomb.yaml"
+    path.write_text(bomb)
+    with pytest.raises(PolicyConfigError, match="anchors"):
+        load_policy(path, CLASSES)
+
+
+def test_aliases_merge_keys_and_deep_nesting_are_refused() -> None:
+    (issue,) = issues(BASE + "description: *nowhere\n")
+    assert issue == "p.yaml:11: YAML aliases (*name) are not allowed in a policy"
+    merge = BASE.replace("  cheap:\n", "  base: &base {timeout_s: 5}\n  cheap:\n    <<: *base\n")
+    (issue,) = issues(merge)
+    assert issue == "p.yaml:3: YAML anchors (&name) are not allowed in a policy"
+    (issue,) = issues(BASE + "description: " + "[" * 40 + "]" * 40 + "\n")
+    assert issue.endswith("nested deeper than 32 levels")
+
+
+def test_size_limit_for_text_and_files(tmp_path: Path) -> None:
+    padded = BASE + "#" + "x" * 300_000 + "\n"
+    (issue,) = issues(padded)
+    assert "over the 262144-byte limit" in issue
+    assert parse_policy(padded, "p.yaml", CLASSES, max_bytes=400_000).version
+    path = tmp_path / "big.yaml"
+    path.write_text(padded)
+    with pytest.raises(PolicyConfigError, match="over the 262144-byte limit"):
+        load_policy(path, CLASSES)
+    path.write_bytes(BASE.encode() + b"# \xff\n")
+    with pytest.raises(PolicyConfigError, match="not UTF-8"):
+        load_policy(path, CLASSES)
+
+
+def test_api_key_env_must_be_under_the_provider_key_prefix() -> None:
+    def with_key(name: str) -> str:
+        return BASE.replace("    model: openai/gpt-4o-mini\n",
+                            f"    model: openai/gpt-4o-mini\n    api_key_env: {name}\n")
+
+    for name in ("ROUTER_ADMIN_TOKEN", "OPENAI_API_KEY", "ROUTER_PROVIDER_KEY_", "ROUTER_PROVIDER_KEY_a"):
+        (issue,) = issues(with_key(name))
+        assert issue.startswith("p.yaml:5: aliases.cheap.api_key_env: must name an environment variable "
+                                "ROUTER_PROVIDER_KEY_<NAME>"), issue
+    loaded = parse_policy(with_key("ROUTER_PROVIDER_KEY_OPENAI"), "p.yaml", CLASSES)
+    assert loaded.policy.aliases["cheap"].api_key_env == "ROUTER_PROVIDER_KEY_OPENAI"
+
+
+def test_read_secret_env_reads_only_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.settings import read_secret_env
+
+    monkeypatch.setenv("ROUTER_ADMIN_TOKEN", "admin-secret")
+    monkeypatch.setenv("ROUTER_PROVIDER_KEY_OPENAI", "sk-provider")
+    assert read_secret_env("ROUTER_ADMIN_TOKEN") is None
+    assert read_secret_env("ROUTER_PROVIDER_KEY_OPENAI") == "sk-provider"
+
+
+def test_api_base_is_a_plain_http_url_and_never_echoed() -> None:
+    def with_base(url: str) -> str:
+        return BASE.replace("    model: openai/gpt-4o-mini\n",
+                            f"    model: openai/gpt-4o-mini\n    api_base: '{url}'\n")
+
+    assert parse_policy(with_base("https://api.example.com/v1"), "p.yaml", CLASSES)
+    assert parse_policy(with_base("http://127.0.0.1:8000/v1"), "p.yaml", CLASSES)
+    cases = {
+        "https://user:hunter2@api.example.com/v1": "must not carry credentials",
+        "https://hunter2@api.example.com/v1": "must not carry credentials",
+        "file:///etc/passwd": "http:// or https:// URL",
+        "gopher://h/": "http:// or https:// URL",
+        "http:///v1": "with a host",
+        "http://h:99999/v1": "cannot parse",
+        "http://h /v1": "without spaces",
+    }
+    for url, expected in cases.items():
+        (issue,) = issues(with_base(url))
+        assert issue.startswith("p.yaml:5: aliases.cheap.api_base: ") and expected in issue, (url, issue)
+        assert "hunter2" not in issue
+
+
+def test_policy_check_refuses_a_bomb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(yaml_bomb())
+    with pytest.raises(SystemExit) as failed:
+        main(["policy", "check", str(bomb)])
+    assert failed.value.code == 1
+    assert f"{bomb}:2: YAML anchors (&name) are not allowed in a policy" in capsys.readouterr().err

@@ -67,6 +67,27 @@ class RedisServer:
                 self.port = free_port()
         raise AssertionError(f"redis-server exited: {(self.workdir / f'redis-{self.port}.log').read_text()[-500:]}")
 
+    def start_authenticated(self, password: str) -> RedisServer:
+        """`start` for a server with `requirepass`: an unauthenticated PING answers NOAUTH, which
+        proves the server is up."""
+        self.proc = subprocess.Popen(
+            [_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=password, socket_timeout=0.5)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self
+                except redis.RedisError:
+                    assert self.proc.poll() is None, "redis-server exited"
+                    assert time.monotonic() < deadline, "redis-server did not answer within 10 s"
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
@@ -165,16 +186,26 @@ async def test_redis_restarted_mid_traffic_loses_no_request(tmp_path: Path, writ
     assert paths[-5:] == ["cache"] * 5, "after the restart, answers are cached and served again"
 
 
-async def test_gateway_through_sentinel(tmp_path: Path, write_policy: Callable[..., Path]) -> None:
-    master = RedisServer(tmp_path).start()
+SENTINEL_PASSWORD = "sentinel-pass"
+MASTER_PASSWORD = "master-pass"
+
+
+@pytest.fixture(scope="module")
+def sentinel_with_passwords(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
+    """A master with `requirepass` and a Sentinel with its own `requirepass`: (master port, sentinel port).
+
+    Shared by this module's Sentinel tests (only the one with the right passwords writes to it)."""
+    tmp_path = tmp_path_factory.mktemp("sentinel")
+    master = RedisServer(tmp_path, None, "--requirepass", MASTER_PASSWORD).start_authenticated(MASTER_PASSWORD)
     sentinel_port = free_port()
     conf = tmp_path / "sentinel.conf"
-    conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-                    f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n")
-    sentinel = subprocess.Popen([_binary("redis-server"), str(conf), "--sentinel"],  # noqa: ASYNC220 - test setup
+    conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\nrequirepass {SENTINEL_PASSWORD}\n"
+                    f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+                    f"sentinel auth-pass mymaster {MASTER_PASSWORD}\n")
+    sentinel = subprocess.Popen([_binary("redis-server"), str(conf), "--sentinel"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        probe = redis.Redis(host="127.0.0.1", port=sentinel_port, socket_timeout=0.5)
+        probe = redis.Redis(host="127.0.0.1", port=sentinel_port, password=SENTINEL_PASSWORD, socket_timeout=0.5)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -183,21 +214,54 @@ async def test_gateway_through_sentinel(tmp_path: Path, write_policy: Callable[.
             except redis.RedisError:
                 pass
             assert time.monotonic() < deadline, "sentinel did not come up"
-            await asyncio.sleep(0.1)
+            time.sleep(0.1)
+        with pytest.raises(redis.AuthenticationError):  # the Sentinel really wants its password
+            redis.Redis(host="127.0.0.1", port=sentinel_port, socket_timeout=0.5).sentinel_masters()
         probe.close()
-        settings = _settings(write_policy, RedisSettings(sentinels=(f"127.0.0.1:{sentinel_port}",),
-                                                         sentinel_master="mymaster", timeout_s=0.5))
-        app = create_app(settings, registry=CollectorRegistry())
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            body = {"task": "sentiment", "input": "sentinel film [[label:negative]]"}
-            assert (await client.post("/v1/classify", json=body)).json()["path"] == "foundation"
-            assert (await client.post("/v1/classify", json=body)).json()["path"] == "cache"
-            await app.state.gateway.escalation_log.drain()
-            await app.state.gateway.cache.close()
-        direct = redis.Redis(host="127.0.0.1", port=master.port)
-        assert len(direct.keys("gw:v1:resp:*")) == 1
-        direct.close()
+        yield master.port, sentinel_port
     finally:
         sentinel.terminate()
         sentinel.wait(timeout=10)
         master.stop()
+
+
+async def test_gateway_through_sentinel_with_passwords(
+    sentinel_with_passwords: tuple[int, int], write_policy: Callable[..., Path],
+) -> None:
+    """As README says: the Sentinels' password in SENTINEL_PASSWORD, the master's in the URL."""
+    master_port, sentinel_port = sentinel_with_passwords
+    settings = _settings(write_policy, RedisSettings(
+        url=f"redis://:{MASTER_PASSWORD}@mymaster/0", sentinels=(f"127.0.0.1:{sentinel_port}",),
+        sentinel_master="mymaster", sentinel_password=SENTINEL_PASSWORD, timeout_s=0.5))
+    registry = CollectorRegistry()
+    app = create_app(settings, registry=registry)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        body = {"task": "sentiment", "input": "sentinel film [[label:negative]]"}
+        assert (await client.post("/v1/classify", json=body)).json()["path"] == "foundation"
+        assert (await client.post("/v1/classify", json=body)).json()["path"] == "cache"
+        assert (await client.get("/readyz")).json()["cache"]["state"] == "ok"
+        await app.state.gateway.escalation_log.drain()
+        await app.state.gateway.cache.close()
+    assert registry.get_sample_value("hybrid_router_cache_events_total", {"event": "error"}) is None
+    direct = redis.Redis(host="127.0.0.1", port=master_port, password=MASTER_PASSWORD)
+    assert len(direct.keys("gw:v1:resp:*")) == 1
+    direct.close()
+
+
+@pytest.mark.parametrize("wrong", ["sentinel", "master"])
+async def test_a_wrong_sentinel_or_master_password_degrades_to_no_cache(
+    wrong: str, sentinel_with_passwords: tuple[int, int], write_policy: Callable[..., Path],
+) -> None:
+    _, sentinel_port = sentinel_with_passwords
+    settings = _settings(write_policy, RedisSettings(
+        url=f"redis://:{'nope' if wrong == 'master' else MASTER_PASSWORD}@mymaster/0",
+        sentinels=(f"127.0.0.1:{sentinel_port}",), sentinel_master="mymaster",
+        sentinel_password="nope" if wrong == "sentinel" else SENTINEL_PASSWORD, timeout_s=0.5))
+    registry = CollectorRegistry()
+    app = create_app(settings, registry=registry)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        r = await client.post("/v1/classify", json={"task": "sentiment", "input": "a film [[label:positive]]"})
+        assert r.status_code == 200 and r.json()["path"] == "foundation"
+        assert (await client.get("/readyz")).json()["cache"]["state"] == "unreachable"
+        await app.state.gateway.cache.close()
+    assert registry.get_sample_value("hybrid_router_cache_events_total", {"event": "error"}) >= 1

@@ -40,7 +40,8 @@ def replicas(write_policy: Callable[..., Path], redis_url: str, redis_db: redis.
 
     def start(n: int = 2, models: dict[str, str] | None = None,
               edit: Callable[[Any], None] = escalate_all, token: str = "t0k") -> list[GatewayProcess]:
-        env = {"ROUTER_REDIS__URL": redis_url, "ROUTER_ADMIN_TOKEN": token, "ROUTER_POLICY_POLL_S": "3600"}
+        env = {"ROUTER_REDIS__URL": redis_url, "ROUTER_ADMIN_TOKEN": token, "ROUTER_POLICY_POLL_S": "3600",
+               "ROUTER_POLICY_SIGNING_KEY": "shared-by-the-replicas-0123456789abcdef"}
         gws = []
         for i in range(n):
             policy = write_policy(models=models, edit=edit, name=f"policy-{i}.yaml")
@@ -124,6 +125,7 @@ def test_escalations_are_logged_without_inputs_by_default(
 def test_a_policy_reloaded_on_one_replica_reaches_the_other_within_a_second(
     replicas: Callable[..., list[GatewayProcess]], tmp_path: Path, redis_db: redis.Redis,
 ) -> None:
+    """With a shared signing key, the other replica applies the signed text (its own file differs)."""
     a, b = replicas()
     # Pub/sub delivers to current subscribers only: wait until both replicas listen.
     deadline = time.monotonic() + 10

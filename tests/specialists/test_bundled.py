@@ -71,4 +71,4 @@ def test_accuracy_and_parity_on_test_split(name: str) -> None:
         ref = model.predict_proba([t[: spec.max_chars] for t in test.texts])
         got = np.array([[p.probabilities[c] for c in spec.classes] for p in preds])
         assert (ref.argmax(axis=1) == got.argmax(axis=1)).all()
-        assert float(np.abs(ref - got).max()) <= 1e-4
+        assert float(np.abs(ref - got).max()) <= 1e-6
