@@ -8,6 +8,7 @@ catalog model name, for what litellm forwards only to OpenAI's own models) and `
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,11 +35,16 @@ def conformance_policy(path: Path, upstream: Upstream) -> Path:
                                 "price_as": "gpt-4o-mini", "breaker_failures": 1000}
     routes = doc["routes"]
     routes["sentiment"]["min_confidence"] = 0.5
-    routes["sentiment_hard"] = {**routes["sentiment"], "min_confidence": 1.0}
-    routes["sentiment_down"] = {**routes["sentiment"], "min_confidence": 1.0, "escalate_to": "broken"}
-    routes["support_down"] = {**routes["support"], "escalate_to": "broken"}
-    routes["auto_down"] = {**routes["auto"], "tiers": {k: "broken" for k in routes["auto"]["tiers"]},
-                           "low_confidence_tier": "broken"}
+
+    def like(name: str, **changes: object) -> dict[str, object]:
+        # deep copies: a shared object would be written as a YAML anchor, which policies refuse
+        return {**copy.deepcopy(dict(routes[name])), **changes}
+
+    routes["sentiment_hard"] = like("sentiment", min_confidence=1.0)
+    routes["sentiment_down"] = like("sentiment", min_confidence=1.0, escalate_to="broken")
+    routes["support_down"] = like("support", escalate_to="broken")
+    routes["auto_down"] = like("auto", tiers={k: "broken" for k in routes["auto"]["tiers"]},
+                               low_confidence_tier="broken")
     with path.open("w") as f:
         yaml.dump(doc, f)
     return path

@@ -41,7 +41,7 @@ def build(upstream: Upstream, outcomes: Counter[tuple[str, str]], **aliases: dic
     for name, fields in aliases.items():
         base: dict[str, object] = {"api_base": upstream.api_base, "price_as": "gpt-4o-mini", "timeout_s": 1.0,
                                    "max_retries": 0, "breaker_failures": 2, "breaker_reset_s": 60,
-                                   "api_key_env": "PROVIDER_KEY"}
+                                   "api_key_env": "ROUTER_PROVIDER_KEY_TEST"}
         base.update(fields)
         specs[name] = AliasSpec.model_validate(base)
     return Escalator(specs, FoundationSettings(), lambda _name: KEY,
