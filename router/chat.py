@@ -25,13 +25,14 @@ from .cache import fingerprint
 from .decision import Answer, decide
 from .errors import (
     GatewayError,
+    InvalidRequestError,
     ModelNotFoundError,
     PermissionDeniedError,
     ServiceUnavailableError,
     UpstreamTimeoutError,
     error_body,
 )
-from .gateway import Gateway, Outcome, normalize
+from .gateway import Gateway, Outcome
 from .metrics import STAGE_FOUNDATION
 from .policy import AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy
 from .schemas import ChatRequest
@@ -107,6 +108,14 @@ async def complete(gw: Gateway, req: ChatRequest, tenant: str = "") -> ChatOutco
                                      confidence=None, cache_ttl_s=spec.cache_ttl_s, deadline_s=spec.deadline_s)
         known = sorted([*policy.policy.routes, *gw.escalator.clients])
         raise ModelNotFoundError(f"unknown model {name!r}; known: {', '.join(known)}", param="model")
+    # A route's specialist reads the last user message: it must say something, and one answer
+    # is all a specialist has (several choices are for foundation aliases).
+    if not req.last_user_text().strip():
+        raise InvalidRequestError(f"route {name!r} classifies the last user message, which has no text "
+                                  "(empty or whitespace only)", param="messages")
+    if req.n is not None and req.n > 1:
+        raise InvalidRequestError(f"n > 1 is supported only when model is a foundation alias, not route {name!r}",
+                                  param="n")
     if isinstance(route, ClassifyRoute):
         return await _classify(gw, req, name, tenant)
     return await _gated(gw, policy, req, name, route, tenant)
@@ -116,7 +125,7 @@ async def _classify(gw: Gateway, req: ChatRequest, name: str, tenant: str) -> Ch
     _, (o,) = await gw.classify(name, [req.last_user_text()], tenant)
     out = _from_outcome(o)
     if req.stream:
-        out.stream = _sse_from_text(name, o.label, _include_usage(req))
+        out.stream = _sse_from_text(name, o.label, req.include_usage())
     else:
         out.body = _completion(name, o.label)
     return out
@@ -147,7 +156,7 @@ async def _gated(
         gw.observe(o, time.perf_counter() - t0)
         out = _from_outcome(o)
         if req.stream:
-            out.stream = _sse_from_text(name, content, _include_usage(req))
+            out.stream = _sse_from_text(name, content, req.include_usage())
         else:
             out.body = _completion(name, content)
         return out
@@ -155,10 +164,6 @@ async def _gated(
     return await _foundation(gw, policy, req, tenant, route_name=name, alias=decision.alias, reason=decision.reason,
                              confidence=None if pred is None else pred.confidence, cache_ttl_s=route.cache_ttl_s,
                              deadline_s=route.deadline_s, extra_cost=unit_cost, t0=t0)
-
-
-def _include_usage(req: ChatRequest) -> bool:
-    return bool(req.stream_options and req.stream_options.get("include_usage"))
 
 
 async def _foundation(
@@ -190,14 +195,16 @@ async def _foundation(
             retry_after_s=30,
         )
     assert alias is not None
-    messages = [m.model_dump(exclude_none=True) for m in req.messages]
-    params = req.passthrough_params()
+    # Only validated fields, rebuilt from the closed models: nothing the caller wrote goes on as is.
+    messages = [m.model_dump(exclude_none=True, by_alias=True) for m in req.messages]
+    params = req.forwarded()
     if req.stream:
         return await _foundation_stream(gw, policy, req, route_name, alias, reason, confidence, messages, params,
                                         extra_cost, start, deadline, deadline_s)
 
+    # The exact canonical request: whitespace inside messages is meaning (code, poems, tables).
     key = fingerprint("chat", tenant, route_name, alias, policy.version,
-                      normalize(orjson.dumps([messages, params], option=orjson.OPT_SORT_KEYS).decode()))
+                      orjson.dumps([messages, params], option=orjson.OPT_SORT_KEYS).decode())
     raw = await gw.cache.get(key) if cache_ttl_s > 0 else None
     computed, why = False, "cache_hit"
     if raw is None:
@@ -253,7 +260,7 @@ async def _foundation_stream(
     deadline_s: float,
 ) -> ChatOutcome:
     used, chunks, usage_of = await gw.escalator.stream(alias, messages, params, _left(deadline))
-    include_usage = _include_usage(req)
+    include_usage = req.include_usage()
 
     async def next_chunk() -> dict[str, Any] | None:
         # Bounded per chunk, never around a `yield`: a timeout must cancel the upstream read, not

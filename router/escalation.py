@@ -37,6 +37,7 @@ from .errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from .params import FORWARDED
 from .policy import AliasSpec
 from .pricing import PriceTable
 from .settings import FoundationSettings
@@ -44,6 +45,9 @@ from .settings import FoundationSettings
 __all__ = ["AliasClient", "ChatResult", "Escalator", "InvalidLabelError", "LabelResult", "Usage"]
 
 log = logging.getLogger("router.escalation")
+
+_ALLOWED = frozenset(FORWARDED) | {"stream", "stream_options"}
+"""Keyword arguments of `acompletion` besides the ones the policy sets (model, key, base, limits)."""
 
 _CLASSIFY_SYSTEM = (
     "You are a text classifier. Classify the user's text into exactly one of these labels: {labels}. "
@@ -353,6 +357,9 @@ class Escalator:
         raise _summarize(errors)
 
     async def _call(self, client: AliasClient, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+        if not params.keys() <= _ALLOWED:
+            # A bug, never a caller: requests are rebuilt from `params.FORWARDED` before this point.
+            raise TypeError(f"parameters outside the allowlist: {sorted(params.keys() - _ALLOWED)}")
         litellm = await self._lib()
         spec = client.spec
         for attempt_no in range(spec.max_retries + 1):

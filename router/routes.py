@@ -25,7 +25,7 @@ from .errors import AuthenticationError, InvalidRequestError, PayloadTooLargeErr
 from .gateway import Gateway
 from .metrics import CONTENT_TYPE_LATEST
 from .reload import PolicyReloader
-from .schemas import ChatRequest, ClassifyRequest
+from .schemas import ChatRequest, ClassifyRequest, FieldError
 
 __all__ = ["build_admin_routes", "build_routes", "request_id"]
 
@@ -102,10 +102,61 @@ async def _parse(request: Request, model: type[M], max_bytes: int, drain_bytes: 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or None
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise InvalidRequestError(f"{loc}: {first['msg']}{more}" if loc else first["msg"], param=loc) from exc
+        raise _invalid(exc, data) from exc
+
+
+def _invalid(exc: ValidationError, data: dict[str, Any]) -> InvalidRequestError:
+    """The one validation error worth reporting, with `param` naming the field at fault.
+
+    An unknown parameter is reported first and by name (it is the one the caller must drop); among
+    the alternatives of a union (a string or a list of strings), the most specific error wins.
+    """
+    errors = exc.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), None) or next(
+        (e for e in errors if not e["type"].endswith("_type") and e["type"] != "union_tag_invalid"), errors[0])
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        return InvalidRequestError(str(cause), param=cause.param)
+    loc = _readable_loc(first["loc"], data, missing=first["type"] == "missing")
+    if first["type"] == "extra_forbidden":
+        what = "parameter" if "." not in loc else "field"
+        return InvalidRequestError(f"unsupported {what}: {loc}", param=loc, code="unsupported_parameter")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return InvalidRequestError(f"{loc}: {first['msg']}{more}" if loc else first["msg"], param=loc or None)
+
+
+def _readable_loc(loc: tuple[int | str, ...], data: Any, missing: bool) -> str:
+    """`messages.0.content` rather than pydantic's `messages.0.user.content.str`.
+
+    Union branch names and discriminator tags are parts of pydantic's path that are not in the
+    request: the path reported is the longest subsequence of pydantic's that exists in the request
+    and ends at the field at fault (for a missing field: ends with its name).
+    """
+
+    def walk(i: int, node: Any, end: int, need_last: bool) -> list[str] | None:
+        if i == end:
+            return []
+        part = loc[i]
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            rest = walk(i + 1, node[part], end, need_last)
+            if rest is not None:
+                return [part, *rest]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            rest = walk(i + 1, node[part], end, need_last)
+            if rest is not None:
+                return [str(part), *rest]
+        if i == end - 1 and need_last:
+            return None
+        return walk(i + 1, node, end, need_last)
+
+    if missing:
+        found = walk(0, data, len(loc) - 1, need_last=False)
+        parts = None if found is None else [*found, str(loc[-1])]
+    else:
+        # Ends at the last part when it is in the request (a union branch can share a field's
+        # name: `{"type": "text", "text": ...}`); else at the deepest part that is.
+        parts = walk(0, data, len(loc), need_last=True) or walk(0, data, len(loc), need_last=False)
+    return ".".join(parts if parts is not None else (str(p) for p in loc))
 
 
 def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_cache: bool,

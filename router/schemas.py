@@ -1,66 +1,69 @@
-"""Wire formats: the classify API and the OpenAI chat-completions subset, as pydantic models.
+"""Wire formats: the classify API and the OpenAI chat-completions request, as closed pydantic models.
 
-Requests are validated strictly enough to answer bad input with a 400 that names the field, and
-loosely enough that OpenAI clients' extra parameters (temperature, max_tokens, tools, ...) pass
-through to the foundation model unchanged.
+Both are closed sets: an unknown field is a 400 naming it, every accepted field is checked for
+type and range (`params.py` declares the chat parameters and which of them reach the foundation
+model). Inputs a specialist or a paid model would be asked about must hold text, not only
+whitespace.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ChatMessage", "ChatRequest", "ClassifyRequest"]
+from .params import ChatParameters, Message, Messages, NonBlank, UserMessage, message_text
 
-NonEmptyText = Annotated[str, Field(min_length=1)]
+__all__ = ["ChatRequest", "ClassifyRequest", "FieldError"]
 
 
 class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    task: NonEmptyText
+    task: Annotated[str, Field(min_length=1, max_length=256)]
     """A classification route of the policy (e.g. `sentiment`)."""
-    input: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1)]
-    """One text, or a batch of texts answered in order."""
+    input: NonBlank | Annotated[list[NonBlank], Field(min_length=1)]
+    """One text, or a batch of texts answered in order (the batch size is capped by settings)."""
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "user", "assistant", "tool", "developer", "function"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        if isinstance(self.content, list):
-            return " ".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
-        return ""
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    model: NonEmptyText
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    n: int | None = Field(None, ge=1, le=1)
+class ChatRequest(ChatParameters):
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    messages: Messages
 
     @field_validator("messages")
     @classmethod
-    def _has_user_message(cls, v: list[ChatMessage]) -> list[ChatMessage]:
-        if not any(m.role == "user" for m in v):
+    def _has_user_message(cls, v: list[Message]) -> list[Message]:
+        if not any(isinstance(m, UserMessage) for m in v):
             raise ValueError("at least one message must have role 'user'")
         return v
 
-    def last_user_text(self) -> str:
-        return next(m.text() for m in reversed(self.messages) if m.role == "user")
+    @model_validator(mode="after")
+    def _consistent(self) -> ChatRequest:
+        # As OpenAI's API: options that only make sense together are refused alone.
+        if self.stream_options is not None and not self.stream:
+            raise _field_error("stream_options", "only allowed when stream is true")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise _field_error("top_logprobs", "requires logprobs: true")
+        if self.tools is None and self.tool_choice is not None:
+            raise _field_error("tool_choice", "only allowed when tools are given")
+        if self.tools is None and self.parallel_tool_calls is not None:
+            raise _field_error("parallel_tool_calls", "only allowed when tools are given")
+        return self
 
-    def passthrough_params(self) -> dict[str, Any]:
-        """Parameters other than model/messages/stream that go to the foundation model."""
-        extra = dict(self.model_extra or {})
-        for key in ("user", "metadata"):
-            extra.pop(key, None)
-        return extra
+    def last_user_text(self) -> str:
+        return next(message_text(m) for m in reversed(self.messages) if isinstance(m, UserMessage))
+
+    def include_usage(self) -> bool:
+        return bool(self.stream_options is not None and self.stream_options.include_usage)
+
+
+class FieldError(ValueError):
+    """A cross-field check that names the parameter at fault (`routes._parse` reads `param`)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+def _field_error(param: str, message: str) -> FieldError:
+    return FieldError(param, message)

@@ -12,6 +12,7 @@ The requested model name picks the behaviour:
     fake-stall     streams its first chunk, then nothing (at most `hang_s`); not streaming: fake-hang
     fake-flaky     fails 30% of requests: 10% 500, 10% 429, 10% hang (the caller's timeout);
                    the rest like fake-ok
+    (any)          answers `n` choices when asked (usage counts each)
 
 A classification answer is the label written in the text as ``[[label:X]]`` if present, else the
 first label of the JSON-schema enum or of the prompt's label list. Every request body is kept in
@@ -123,10 +124,13 @@ def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, 
                     yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
                 yield b"data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
+        n = body.get("n") or 1
+        usage = {**usage, "completion_tokens": completion_tokens * n,
+                 "total_tokens": prompt_tokens + completion_tokens * n}
         return Response(orjson.dumps({
             "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": "stop"}],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": content},
+                         "finish_reason": "stop"} for i in range(n)],
             "usage": usage,
         }), media_type="application/json")
 

@@ -28,7 +28,10 @@ _CLASSIFY = st.fixed_dictionaries(
 _CHAT = st.fixed_dictionaries(
     {"model": st.one_of(st.sampled_from(["sentiment", "support", "auto", "cheap", "nope"]), _JSON),
      "messages": st.one_of(st.lists(_MESSAGE, max_size=4), _JSON)},
-    optional={"stream": st.one_of(st.booleans(), _JSON), "n": _JSON, "temperature": _JSON})
+    optional={"stream": st.one_of(st.booleans(), _JSON), "n": _JSON, "temperature": _JSON,
+              "top_p": _JSON, "max_tokens": _JSON, "stop": _JSON, "seed": _JSON, "response_format": _JSON,
+              "tools": _JSON, "tool_choice": _JSON, "logit_bias": _JSON, "logprobs": _JSON, "top_logprobs": _JSON,
+              "stream_options": _JSON, "metadata": _JSON, "user": _JSON, "api_base": _JSON, "timeout": _JSON})
 
 
 def _client() -> httpx.AsyncClient:
