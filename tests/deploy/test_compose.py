@@ -98,7 +98,7 @@ def test_every_variable_is_documented_and_secrets_are_required() -> None:
     documented = _env_example()
     assert used <= set(documented), f"variables missing from deploy/env.example: {sorted(used - set(documented))}"
     # Secrets have no default: compose refuses to start without them.
-    assert {"REDIS_PASSWORD", "ROUTER_ADMIN_TOKEN", "GRAFANA_ADMIN_PASSWORD"} <= required
+    assert {"REDIS_PASSWORD", "ROUTER_ADMIN_TOKEN", "ROUTER_AUTH__SECRET", "GRAFANA_ADMIN_PASSWORD"} <= required
     for name in required:
         assert documented[name] == "", f"{name} must be left empty in env.example (a secret, never a sample)"
     with pytest.raises(AssertionError, match="GRAFANA_ADMIN_PASSWORD is required"):
@@ -173,7 +173,7 @@ def test_gateway_environment_matches_settings(monkeypatch: pytest.MonkeyPatch) -
     assert settings.redis.url is not None and settings.redis.cache_url is not None
     assert "@redis-state:6379" in settings.redis.url.get_secret_value()
     assert "@redis-cache:6379" in settings.redis.cache_url.get_secret_value()
-    assert settings.admin_token is not None
+    assert settings.admin_token is not None and settings.auth.secret is not None
     # The policy is read from the mounted directory, which is ./policies on the host.
     mounts = {v.split(":")[1]: v.split(":")[0] for v in gateway["volumes"]}
     assert settings.policy_path.parent.as_posix() in mounts

@@ -157,7 +157,7 @@ def test_gateway_environment_is_made_of_settings_and_secret_references() -> None
     secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "valueFrom" in e}
     assert secrets == {"hybrid-router-secrets"}
     env = {e["name"]: e for e in c["env"]}
-    for sensitive in ("ROUTER_REDIS__URL", "ROUTER_REDIS__CACHE_URL", "ROUTER_ADMIN_TOKEN",
+    for sensitive in ("ROUTER_REDIS__URL", "ROUTER_REDIS__CACHE_URL", "ROUTER_ADMIN_TOKEN", "ROUTER_AUTH__SECRET",
                       "ROUTER_FOUNDATION__API_KEY"):
         assert "value" not in env[sensitive], f"{sensitive} must come from the Secret"
     # The overlay's instructions create exactly the keys the manifests read.
