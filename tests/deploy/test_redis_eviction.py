@@ -117,3 +117,54 @@ async def test_control_one_shared_allkeys_lru_redis_loses_budget_counters(
         client.close()
     finally:
         shared.stop()
+
+
+async def test_api_keys_live_in_the_state_redis_and_survive_cache_pressure(
+    tmp_path: Path, write_policy: Callable[..., Path],
+) -> None:
+    """A key made by `hybrid-router keys create` (the CLI writes to ROUTER_REDIS__URL) is the key
+    every replica checks, with the cache in its own Redis; filling that cache does not revoke it."""
+    import concurrent.futures
+    import secrets
+
+    from typer.testing import CliRunner
+
+    from router.cli import app as cli_app
+    from router.settings import AuthSettings
+
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "state").mkdir()
+    cache = RedisServer(tmp_path / "cache", None, *CACHE_ARGS).start()
+    state = RedisServer(tmp_path / "state", None, *STATE_ARGS).start()
+    try:
+        secret = secrets.token_urlsafe(32)
+        state_url, cache_url = f"redis://127.0.0.1:{state.port}/0", f"redis://127.0.0.1:{cache.port}/0"
+        env = {"ROUTER_AUTH__SECRET": secret, "ROUTER_REDIS__URL": state_url, "ROUTER_REDIS__CACHE_URL": cache_url}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the CLI runs its own event loop
+            result = pool.submit(CliRunner().invoke, cli_app, ["keys", "create", "--name", "team-a"], env=env).result()
+        assert result.exit_code == 0, result.output
+        key = result.stdout.strip().splitlines()[-1].split()[-1]
+        settings = Settings(policy_path=write_policy(), foundation=FoundationSettings(),
+                            redis=RedisSettings(url=state_url, cache_url=cache_url, timeout_s=0.5),
+                            auth=AuthSettings(secret=secret, refresh_s=0.2), _env_file=None)  # type: ignore[call-arg]
+        app = create_app(settings, registry=CollectorRegistry())
+        gw = app.state.gateway
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            body = {"task": "sentiment", "input": "a wonderful film ."}
+            assert (await client.post("/v1/classify", json=body)).status_code == 401
+            ok = await client.post("/v1/classify", json=body, headers={"authorization": f"Bearer {key}"})
+            assert ok.status_code == 200, ok.text
+            blob = b"x" * 200_000
+            for i in range(120):
+                await gw.cache.set(fingerprint("filler", str(i)), blob, 3600)
+            again = await client.post("/v1/classify", json=body, headers={"authorization": f"Bearer {key}"})
+            assert again.status_code == 200, again.text
+        state_client, cache_client = redis.Redis(port=state.port), redis.Redis(port=cache.port)
+        assert state_client.exists("gw:v1:keys") and not cache_client.exists("gw:v1:keys")
+        assert int(cache_client.info("stats")["evicted_keys"]) > 0
+        state_client.close()
+        cache_client.close()
+    finally:
+        cache.stop()
+        state.stop()
