@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.gateway_process import GatewayProcess
 
@@ -29,8 +30,9 @@ def slow_everything(doc: Any) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_lets_requests_and_streams_in_flight_finish(
-    write_policy: Callable[..., Path], redis_url: str, tmp_path: Path, workers: int,
+    write_policy: Callable[..., Path], redis_url: str, redis_db: redis.Redis, tmp_path: Path, workers: int,
 ) -> None:
+    # redis_db: a flushed database, so the second case's inputs are not cache hits of the first's
     env = {"ROUTER_REDIS__URL": redis_url, "ROUTER_WORKERS": str(workers), "ROUTER_SHUTDOWN_GRACE_S": "15"}
     if workers > 1:
         (tmp_path / "metrics").mkdir()
