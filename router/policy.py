@@ -21,9 +21,11 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 __all__ = [
+    "MAX_TIERS",
     "AliasSpec",
     "AutoRoute",
     "Budgets",
+    "CascadeTier",
     "ChatRoute",
     "ClassifyRoute",
     "EscalationLog",
@@ -36,6 +38,8 @@ __all__ = [
 ]
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+MAX_TIERS = 3
+"""Specialist tiers in one classification route (the route's own specialist + its `cascade`)."""
 
 
 class _Strict(BaseModel):
@@ -77,11 +81,29 @@ class _SpecialistGate(_Strict):
     on_specialist_error: Literal["escalate", "fail"] = "escalate"
 
 
+class CascadeTier(_Strict):
+    """A further specialist of a classification route, asked only when the tier before is unsure."""
+
+    specialist: str
+    min_confidence: Probability = 0.8
+    max_novelty: Probability = 1.0
+
+
 class ClassifyRoute(_SpecialistGate):
     kind: Literal["classify"] = "classify"
     escalate_to: str | None = None
     prompt: str | None = None
     """Escalation prompt; `{labels}` and `{input}` are substituted. None = the built-in prompt."""
+    cascade: tuple[CascadeTier, ...] = Field((), max_length=MAX_TIERS - 1)
+    """Tiers 2.. in order: an input the previous tier is unsure of (low confidence, novel input, or a
+    failed specialist) goes to the next tier, and to `escalate_to` after the last one."""
+
+    def tiers(self) -> tuple[CascadeTier, ...]:
+        """Every tier in order, the route's own specialist first."""
+        first = CascadeTier(
+            specialist=self.specialist, min_confidence=self.min_confidence, max_novelty=self.max_novelty
+        )
+        return (first, *self.cascade)
 
 
 class ChatRoute(_SpecialistGate):
@@ -257,6 +279,17 @@ def _check_specialists(
                 f"(bundled: {', '.join(sorted(classes))})")
             continue
         labels = set(classes[route.specialist])
+        seen = {route.specialist}
+        for k, tier in enumerate(route.cascade if isinstance(route, ClassifyRoute) else ()):
+            loc = ["routes", name, "cascade", k, "specialist"]
+            if tier.specialist not in classes:
+                add(loc, f"unknown specialist {tier.specialist!r} (bundled: {', '.join(sorted(classes))})")
+            elif tier.specialist in seen:
+                add(loc, f"specialist {tier.specialist!r} is already a tier of this route")
+            elif set(classes[tier.specialist]) != labels:
+                add(loc, f"specialist {tier.specialist!r} has other labels than {route.specialist!r}; "
+                    "every tier of a cascade must answer with the same label set")
+            seen.add(tier.specialist)
         keyed: list[tuple[str, Iterable[str]]] = []
         if not isinstance(route, AutoRoute):
             keyed.append(("escalate_labels", route.escalate_labels))
