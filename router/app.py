@@ -83,7 +83,7 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
              ", ".join(f"{n}@{specialists[n].version}" for n in specialists), cache.backend)
     return Gateway(policy, specialists, cache, escalator, metrics, BudgetTracker(policy.policy.budgets, state),
                    Coalescer(cache, settings.redis.lock_ttl_ms), EscalationLog(state), ShadowChecker(metrics),
-                   settings.cpu_usd_per_core_hour, state=state)
+                   settings.cpu_usd_per_core_hour, state=state, cascade_threads=settings.cascade_threads)
 
 
 def _render(request: Request, exc: GatewayError) -> Response:
