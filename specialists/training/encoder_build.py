@@ -231,7 +231,7 @@ def build_encoder(
     sha = {MODEL_FILE: sha256_hex(onnx_bytes), TOKENIZER_FILE: sha256_hex((out / TOKENIZER_FILE).read_bytes())}
     manifest: dict[str, Any] = {
         "name": job.name,
-        "task": job.sibling,
+        "task": job.name,
         "kind": "transformer",
         "sibling": job.sibling,
         "version": sha[MODEL_FILE][:16],
@@ -268,11 +268,14 @@ def build_encoder(
     probs = evaluate.probabilities(spec, job.test.texts)
     dev_probs = evaluate.probabilities(spec, job.dev.texts)
     metrics = evaluate.quality(spec.classes, probs, job.test.labels, dev_probs, job.dev.labels)
-    single = [spec.predict_one(t) for t in job.test.texts[:200]]
-    if any(s.label != job.classes[int(r.argmax())] for s, r in zip(single, probs)):
-        raise RuntimeError("predict_one disagrees with predict() (padding/attention-mask bug)")
-    diff = max(abs(s.confidence - float(r.max())) for s, r in zip(single, probs))
-    metrics["parity"] = {"n": len(single), "label_agreement": 1.0, "max_abs_prob_diff": diff,
+    single = [spec.predict_one(t) for t in job.test.texts[:300]]
+    agree = float(np.mean([s.label == job.classes[int(r.argmax())] for s, r in zip(single, probs)]))
+    diff = max(abs(s.probabilities[job.classes[0]] - float(r[0])) for s, r in zip(single, probs))
+    # int8 activations are quantized per batch, so padding moves probabilities slightly; a padding or
+    # attention-mask bug moves them a lot
+    if agree < 0.99 or diff > 0.05:
+        raise RuntimeError(f"predict_one disagrees with predict(): labels {agree:.2%}, max diff {diff:.3f}")
+    metrics["parity"] = {"n": len(single), "label_agreement": agree, "max_abs_prob_diff": diff,
                          "what": "predict_one (one unpadded text) against predict (padded, length-sorted batches)"}
     if measure_speed:
         metrics.update(evaluate.speed(spec, job.test.texts, n_single=600, batch=256, rounds=3))

@@ -53,16 +53,17 @@ class FinetuneConfig:
     """Hyper-parameters of one tier-2 specialist (all recorded in its manifest)."""
 
     base: str = "all-MiniLM-L6-v2"
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 32
-    lr: float = 6e-5
+    lr: float = 8e-5
     head_lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: float = 0.1
     dropout: float = 0.1
     max_tokens: int = 128
     seed: int = 20261130
-    threads: int = 2
+    # one thread: on a shared 2-core machine a second intra-op thread mostly spin-waits
+    threads: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
