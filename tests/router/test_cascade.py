@@ -1,5 +1,6 @@
-"""Cascades through the gateway with the real bundled tiers: tf-idf `sentiment`, then the
-transformer `sentiment_minilm` (onnxruntime + tokenizers, no torch), then the foundation model.
+"""Cascades through the gateway with real tiers: the bundled tf-idf `sentiment`, then a real
+transformer specialist (`tests/fixtures/sentiment_tiny`: a tiny fine-tuned BERT served by the
+`kind: transformer` runtime, onnxruntime + tokenizers, no torch), then the foundation model.
 
 Thresholds are placed between the confidences the two specialists give the test texts (measured
 here with the same artifacts), so the tests hold for any retrained model.
@@ -18,7 +19,8 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from router.settings import Settings
-from specialists import load_specialists
+from specialists import SpecialistSet
+from specialists.runtime import BUNDLED_DIR
 from tests.fake_upstream import Upstream
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -33,12 +35,29 @@ POOL = [
     "an utterly charming and hilarious film that reminded me why i love movies .",
     "there are moments of real beauty , but the film never quite comes together .",
 ]
-TIER2 = "sentiment_minilm"
+TIER2 = "sentiment_tiny"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / TIER2
 
 
 @pytest.fixture(scope="module")
-def specs() -> Any:
-    return load_specialists()
+def specialists_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled specialists plus the tier-2 fixture."""
+    d = tmp_path_factory.mktemp("specialists")
+    for p in BUNDLED_DIR.iterdir():
+        if (p / "manifest.json").is_file():
+            (d / p.name).symlink_to(p, target_is_directory=True)
+    (d / TIER2).symlink_to(FIXTURE, target_is_directory=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def specs(specialists_dir: Path) -> Any:
+    return SpecialistSet.load(specialists_dir)
+
+
+@pytest.fixture
+def settings_for(make_settings: Callable[..., Settings], specialists_dir: Path) -> Callable[[Path], Settings]:
+    return lambda policy: make_settings(policy, specialists_dir=specialists_dir)
 
 
 def _cascade(t1: float, t2: float) -> Callable[[Any], None]:
@@ -55,12 +74,12 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 async def test_unsure_tier1_is_answered_by_tier2(
-    write_policy: Callable[..., Path], make_settings: Callable[..., Settings], client_for: Any,
+    write_policy: Callable[..., Path], settings_for: Callable[[Path], Settings], client_for: Any,
     registry: CollectorRegistry, upstream: Upstream, redis_db: redis.Redis, specs: Any,
 ) -> None:
     text = POOL[1]
     t1 = specs["sentiment"].predict_one(text).confidence
-    client = client_for(make_settings(write_policy(edit=_cascade(min(1.0, t1 + 1e-6), 0.0))))
+    client = client_for(settings_for(write_policy(edit=_cascade(min(1.0, t1 + 1e-6), 0.0))))
     r = await client.post("/v1/classify", json={"task": "sentiment", "input": text})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -80,10 +99,10 @@ async def test_unsure_tier1_is_answered_by_tier2(
 
 
 async def test_confident_tier1_answer_never_runs_tier2(
-    write_policy: Callable[..., Path], make_settings: Callable[..., Settings], client_for: Any,
+    write_policy: Callable[..., Path], settings_for: Callable[[Path], Settings], client_for: Any,
     registry: CollectorRegistry, upstream: Upstream, redis_db: redis.Redis,
 ) -> None:
-    client = client_for(make_settings(write_policy(edit=_cascade(0.0, 0.0))))
+    client = client_for(settings_for(write_policy(edit=_cascade(0.0, 0.0))))
     r = await client.post("/v1/classify", json={"task": "sentiment", "input": POOL[:4]})
     assert r.status_code == 200, r.text
     assert {(o["tier"], o["specialist"], o["path"]) for o in r.json()["results"]} == {(1, "sentiment", "specialist")}
@@ -93,10 +112,10 @@ async def test_confident_tier1_answer_never_runs_tier2(
 
 
 async def test_unsure_in_both_tiers_escalates_with_the_last_tier_named(
-    write_policy: Callable[..., Path], make_settings: Callable[..., Settings], client_for: Any,
+    write_policy: Callable[..., Path], settings_for: Callable[[Path], Settings], client_for: Any,
     registry: CollectorRegistry, upstream: Upstream, redis_db: redis.Redis,
 ) -> None:
-    client = client_for(make_settings(write_policy(edit=_cascade(1.0, 1.0))))
+    client = client_for(settings_for(write_policy(edit=_cascade(1.0, 1.0))))
     r = await client.post("/v1/classify", json={"task": "sentiment", "input": f"{POOL[1]} [[label:negative]]"})
     body = r.json()
     assert (body["path"], body["reason"], body["label"]) == ("foundation", "low_confidence", "negative")
@@ -111,7 +130,7 @@ async def test_unsure_in_both_tiers_escalates_with_the_last_tier_named(
 
 
 async def test_a_batch_mixing_all_three_tiers_runs_each_tier_once(
-    write_policy: Callable[..., Path], make_settings: Callable[..., Settings], client_for: Any,
+    write_policy: Callable[..., Path], settings_for: Callable[[Path], Settings], client_for: Any,
     registry: CollectorRegistry, upstream: Upstream, redis_db: redis.Redis, specs: Any,
 ) -> None:
     marked = [f"{t} [[label:positive]]" for t in POOL]
@@ -121,7 +140,7 @@ async def test_a_batch_mixing_all_three_tiers_runs_each_tier_once(
     rest = sorted((i for i in range(len(marked)) if i != a), key=c2.__getitem__)
     low, high = rest[0], rest[-1]  # tier 2 answers `high`, `low` goes to the foundation model
     assert c1[a] > max(c1[low], c1[high]) and c2[high] > c2[low], "need distinct confidences"
-    client = client_for(make_settings(write_policy(edit=_cascade(c1[a], c2[high]))))
+    client = client_for(settings_for(write_policy(edit=_cascade(c1[a], c2[high]))))
     batch = [marked[low], marked[a], marked[high]]
     r = await client.post("/v1/classify", json={"task": "sentiment", "input": batch})
     assert r.status_code == 200, r.text
@@ -140,7 +159,7 @@ async def test_a_batch_mixing_all_three_tiers_runs_each_tier_once(
 
 
 async def test_tier2_runs_off_the_event_loop(
-    write_policy: Callable[..., Path], make_settings: Callable[..., Settings], client_for: Any,
+    write_policy: Callable[..., Path], settings_for: Callable[[Path], Settings], client_for: Any,
     registry: CollectorRegistry, upstream: Upstream, redis_db: redis.Redis, specs: Any,
 ) -> None:
     """While one large batch is inside tier 2, confident single requests keep being answered.
@@ -153,8 +172,9 @@ async def test_tier2_runs_off_the_event_loop(
         _cascade(min(1.0, t1 + 1e-6), 0.0)(doc)
         doc["routes"]["quick"] = {"kind": "classify", "specialist": "sentiment", "min_confidence": 0.0}
 
-    client = client_for(make_settings(write_policy(edit=edit)))
-    burst = [f"{POOL[i % len(POOL)]} ( take {i} , with a few more words to read )" for i in range(96)]
+    client = client_for(settings_for(write_policy(edit=edit)))
+    # long texts (~120 word pieces each) make one tier-2 run over the batch take a while
+    burst = [" ".join(POOL[(i + k) % len(POOL)] for k in range(8)) + f" ( take {i} )" for i in range(256)]
 
     async def big() -> float:
         r = await client.post("/v1/classify", json={"task": "sentiment", "input": burst})
@@ -166,17 +186,18 @@ async def test_tier2_runs_off_the_event_loop(
     while sample(registry, "hybrid_router_tier_inputs_total", route="sentiment", tier="2") == 0:
         assert time.perf_counter() < deadline and not task.done()
         await asyncio.sleep(0.0005)
-    finished = []
-    for text in POOL[:4]:
+    async def confident(text: str) -> float:
         r = await client.post("/v1/classify", json={"task": "quick", "input": text})
         assert r.json()["tier"] == 1
-        finished.append(time.perf_counter())
+        return time.perf_counter()
+
+    finished = await asyncio.gather(*(confident(t) for t in POOL[:4]))
     burst_done = await task
     assert max(finished) < burst_done, "confident answers waited for the tier-2 batch"
 
 
 async def test_policy_refuses_a_tier_with_other_labels(
-    write_policy: Callable[..., Path], make_settings: Callable[..., Settings], client_for: Any,
+    write_policy: Callable[..., Path], settings_for: Callable[[Path], Settings], client_for: Any,
 ) -> None:
     from router.policy import PolicyConfigError
 
@@ -184,4 +205,4 @@ async def test_policy_refuses_a_tier_with_other_labels(
         doc["routes"]["sentiment"]["cascade"] = [{"specialist": "spam", "min_confidence": 0.5}]
 
     with pytest.raises(PolicyConfigError, match="other labels"):
-        client_for(make_settings(write_policy(edit=edit)))
+        client_for(settings_for(write_policy(edit=edit)))

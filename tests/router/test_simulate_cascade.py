@@ -1,4 +1,4 @@
-"""`simulate` and `tune` on a cascade route: the real tf-idf and transformer sentiment tiers."""
+"""`simulate` and `tune` on a cascade route: the bundled tf-idf tier and the transformer test fixture."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ routes:
     max_novelty: 1.0
     escalate_to: cheap
     cascade:
-      - specialist: sentiment_minilm   # tier 2
+      - specialist: sentiment_tiny   # tier 2
         min_confidence: 0.9
 """
 
@@ -38,8 +38,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path, Pat
     d = tmp_path_factory.mktemp("cascade")
     specs = d / "specialists"
     specs.mkdir()
-    for name in ("sentiment", "sentiment_minilm"):
-        (specs / name).symlink_to(BUNDLED / name, target_is_directory=True)
+    (specs / "sentiment").symlink_to(BUNDLED / "sentiment", target_is_directory=True)
+    (specs / "sentiment_tiny").symlink_to(Path(__file__).resolve().parents[1] / "fixtures" / "sentiment_tiny",
+                                          target_is_directory=True)
     policy = d / "policy.yaml"
     policy.write_text(POLICY, encoding="utf-8")
     settings = Settings(specialists_dir=specs, policy_path=policy, foundation=FoundationSettings(),
@@ -60,10 +61,10 @@ def test_tier_shares_add_up_and_match_the_specialists(sim: Simulation, setup: tu
     specs = SpecialistSet.load(settings.specialists_dir)
     texts = [r["text"] for r in ROWS]
     c1 = [p.confidence for p in specs["sentiment"].predict(texts)]
-    c2 = [p.confidence for p in specs["sentiment_minilm"].predict(texts)]
+    c2 = [p.confidence for p in specs["sentiment_tiny"].predict(texts)]
     tier1 = sum(c >= 0.9 for c in c1)
     tier2 = sum(a < 0.9 <= b for a, b in zip(c1, c2))
-    assert sim.tiers == ["sentiment", "sentiment_minilm"]
+    assert sim.tiers == ["sentiment", "sentiment_tiny"]
     assert sim.policy.thresholds == (0.9, 0.9)
     assert sim.policy.tier_shares == pytest.approx((tier1 / len(ROWS), tier2 / len(ROWS)))
     for p in [sim.policy, *sim.points, *sim.grid, sim.all_foundation]:
@@ -90,7 +91,7 @@ def test_tune_writes_one_threshold_per_tier(setup: tuple[Settings, Path, Path], 
     assert result.exit_code == 0, result.output
     route = load_policy(own).policy.routes["sentiment"]
     tiers = route.tiers()  # type: ignore[union-attr]
-    assert [t.specialist for t in tiers] == ["sentiment", "sentiment_minilm"]
+    assert [t.specialist for t in tiers] == ["sentiment", "sentiment_tiny"]
     # the cheapest point meeting 90% escalates no more than the policy as written
     written = run_offline(OfflineRequest(policy_path=own, route="sentiment", data_path=data,
                                          foundation_accuracy=1.0, sweep="0:1:0.1"), settings)[0]
