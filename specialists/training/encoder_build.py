@@ -41,7 +41,7 @@ from specialists.training.finetune import (
 
 __all__ = ["INT8_MAX_DEV_DROP", "EncoderJob", "build_encoder"]
 
-INT8_MAX_DEV_DROP = 0.005
+INT8_MAX_DEV_DROP = 0.01  # int8 runs ~2.6x faster on one core (3 ms vs 8 ms p50 for MiniLM)
 OPSET = 17
 MAX_CHARS = 2000
 INPUTS = ("input_ids", "attention_mask")
