@@ -56,7 +56,7 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
         specialists[name].predict_one("warm up")
     policy = load_policy(settings.policy_path, {n: specialists[n].classes for n in specialists})
     metrics.set_policy_version(policy.version)
-    metrics.prepare_routes(list(policy.policy.routes), policy.policy.shadow.sample_rate > 0)
+    metrics.prepare_policy(policy.policy)
     escalator = Escalator(
         policy.policy.aliases,
         settings.foundation,

@@ -61,7 +61,9 @@ def serve(
         return
     # Several workers: each process builds its app from the environment, so the options given
     # here travel as ROUTER_* variables; metrics are aggregated through one multiprocess directory.
+    # Files left by an earlier run (or another gateway) would be added to this run's counts.
     metrics_dir = settings.metrics_dir or Path(tempfile.mkdtemp(prefix="hybrid-router-metrics-"))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)

@@ -2,17 +2,24 @@
 
 `GatewayMetrics(registry)` builds every metric once per app against an injected registry (tests
 pass a fresh `CollectorRegistry`). With several workers, prometheus_client's multiprocess mode is
-used (`multiprocess_dir`, set by `hybrid-router serve --workers N` through
-PROMETHEUS_MULTIPROC_DIR before any worker starts): each worker writes its values to files there
-and `/metrics`, whichever worker answers it, aggregates all of them. Label values come only from closed sets: route and alias names
-from the loaded policy, paths, reasons (`decision.REASONS`), stages, outcomes and token kinds
-listed here. Never prompts, user ids or free model strings. The full set is documented in
-`docs/metrics.md`.
+used (`multiprocess_dir`, set by `hybrid-router serve` through PROMETHEUS_MULTIPROC_DIR before
+any worker starts): each worker writes its values to files there and `/metrics`, whichever worker
+answers it, aggregates all of them. Gauges use the `live*` modes, and each scrape drops the files
+of workers that are no longer running, so a dead worker's gauges leave with it (its counters
+stay: they were counted). State read from the gateway at scrape time (budget, shadow floor) is
+not kept in files at all, so a removed budget limit disappears from the next scrape.
+
+Label values come only from closed sets: route and alias names from the loaded policy, paths,
+reasons (`decision.REASONS`), stages, outcomes and token kinds listed here. Never prompts, user
+ids or free model strings. The full set is documented in `docs/metrics.md`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +31,16 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client import values as _values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-__all__ = ["CONTENT_TYPE_LATEST", "CUT_REASONS", "PATHS", "STAGES", "GatewayMetrics"]
+from .policy import Policy
+
+__all__ = ["CONTENT_TYPE_LATEST", "CUT_REASONS", "FOUNDATION_OUTCOMES", "PATHS", "STAGES", "GatewayMetrics"]
+
+log = logging.getLogger("router.metrics")
 
 PATHS = ("specialist", "foundation", "cache", "degraded")
 CUT_REASONS = ("header_timeout", "body_timeout", "header_too_large", "overloaded")
@@ -43,14 +56,65 @@ LATENCY_BUCKETS = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )
 PROBABILITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
+FOUNDATION_OUTCOMES = ("ok", "timeout", "rate_limited", "error", "invalid_label", "breaker_open", "queue_full")
 
 _P = "hybrid_router_"
+_LIVE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
+
+
+def _multiprocess_values() -> bool:
+    """True when prometheus_client writes values to files (PROMETHEUS_MULTIPROC_DIR was set
+    before it was imported); otherwise they live in this process only."""
+    return _values.ValueClass is not _values.MutexValue
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class _ScrapeState:
+    """Gauges computed from the gateway's state at each scrape, never stored in files."""
+
+    def __init__(self) -> None:
+        self.budget: dict[str, dict[str, float | None]] = {}
+        self.shadow_floor: float | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        limit = GaugeMetricFamily(_P + "budget_limit_usd", "The policy's foundation budget for the window "
+                                  "(absent = no limit).", labels=["window"])
+        spent = GaugeMetricFamily(_P + "budget_spent_usd", "Foundation spend in the current budget window "
+                                  "(shared across replicas with Redis).", labels=["window"])
+        for window, v in self.budget.items():
+            if v["limit"] is not None:
+                limit.add_metric([window], v["limit"])
+            spent.add_metric([window], v["spent"] or 0.0)
+        floor = GaugeMetricFamily(_P + "shadow_min_agreement", "The policy's shadow.min_agreement while shadow "
+                                  "checks are on (absent otherwise).")
+        if self.shadow_floor is not None:
+            floor.add_metric([], self.shadow_floor)
+        yield from (limit, spent, floor)
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry, multiprocess_dir: Path | None = None) -> None:
         self.registry = registry
+        if multiprocess_dir is not None and not _multiprocess_values():
+            # One process whose values are in memory (the directory was named after
+            # prometheus_client was imported): reading the directory would export nothing.
+            log.info("metrics directory %s unused: this process keeps its metrics in memory", multiprocess_dir)
+            multiprocess_dir = None
         self._multiprocess_dir = multiprocess_dir
+        self._state = _ScrapeState()
+        registry.register(self._state)
         self._policy_version: str | None = None
         self._requests: dict[tuple[str, str, str], Any] = {}
         self._latency: dict[str, Any] = {}
@@ -99,25 +163,19 @@ class GatewayMetrics:
             "route and outcome (agree, disagree, error).", ["route", "outcome"], registry=registry)
         self.shadow_agreement = Gauge(
             _P + "shadow_agreement", "Agreement over the route's last shadow window (0..1).", ["route"],
-            registry=registry, multiprocess_mode="mostrecent")
+            registry=registry, multiprocess_mode="livemostrecent")
         self.shadow_tripped = Gauge(
             _P + "shadow_tripped", "1 while a route escalates every request after low shadow agreement.",
-            ["route"], registry=registry, multiprocess_mode="max")
+            ["route"], registry=registry, multiprocess_mode="livemax")
         self.policy_info = Gauge(
             _P + "policy_info", "1 for the policy version being served.", ["version"], registry=registry,
-            multiprocess_mode="max")
+            multiprocess_mode="livemax")
         self.policy_reloads = Counter(
             _P + "policy_reloads", "Policy reload attempts by result (ok, invalid).", ["result"],
             registry=registry)
         self.request_errors = Counter(
             _P + "request_errors", "Requests answered with an error status, by route ('unknown' when the "
             "name is not in the policy) and error code.", ["route", "code"], registry=registry)
-        self.budget_limit = Gauge(
-            _P + "budget_limit_usd", "The policy's foundation budget for the window (absent = no limit).",
-            ["window"], registry=registry, multiprocess_mode="max")
-        self.budget_spent = Gauge(
-            _P + "budget_spent_usd", "Foundation spend in the current budget window (shared across replicas "
-            "with Redis).", ["window"], registry=registry, multiprocess_mode="max")
         self.connections_cut = Counter(
             _P + "connections_cut", "Connections or requests cut by the server: header_timeout, body_timeout, "
             "header_too_large (431), overloaded (503 past max_connections).", ["reason"], registry=registry)
@@ -173,22 +231,26 @@ class GatewayMetrics:
             pair[0].observe(p.confidence)
             pair[1].observe(p.novelty)
 
-    def prepare_routes(self, routes: list[str], shadowed: bool) -> None:
-        """Create a policy's per-route series at 0 (after start-up and every reload)."""
+    def prepare(self, routes: Iterable[str], aliases: Iterable[str], shadow_floor: float | None) -> None:
+        """Create a policy's per-route and per-alias series at 0 (after start-up and every reload),
+        so that increase() sees their first event; `shadow_floor` is min_agreement when shadow
+        checks are on, else None."""
         for route in routes:
             self.specialist_errors.labels(route)
-            if shadowed:
+            if shadow_floor is not None:
                 self.shadow_tripped.labels(route)
+        for alias in aliases:
+            for outcome in FOUNDATION_OUTCOMES:
+                self.foundation_calls.labels(alias, outcome)
+        self._state.shadow_floor = shadow_floor
+
+    def prepare_policy(self, policy: Policy) -> None:
+        shadow = policy.shadow
+        self.prepare(policy.routes, policy.aliases, shadow.min_agreement if shadow.sample_rate > 0 else None)
 
     def set_budget(self, snapshot: dict[str, dict[str, float | None]]) -> None:
-        for window, values in snapshot.items():
-            limit = values["limit"]
-            if limit is None:
-                with contextlib.suppress(KeyError):  # no limit: no series
-                    self.budget_limit.remove(window)
-            else:
-                self.budget_limit.labels(window).set(limit)
-            self.budget_spent.labels(window).set(values["spent"] or 0.0)
+        """The budget windows as exported by the next scrape (a window without limit has no limit series)."""
+        self._state.budget = snapshot
 
     def connection_cut(self, reason: str) -> None:
         self.connections_cut.labels(reason).inc()
@@ -199,6 +261,20 @@ class GatewayMetrics:
     def render(self) -> bytes:
         if self._multiprocess_dir is None:
             return generate_latest(self.registry)
+        self._forget_dead_workers()
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
+        merged.register(self._state)
         return generate_latest(merged)
+
+    def _forget_dead_workers(self) -> None:
+        """Drop the live-gauge files of worker processes that have exited (a restarted worker
+        has a new pid), so their gauges (e.g. an old policy version) leave with them."""
+        assert self._multiprocess_dir is not None
+        dead = set()
+        for f in os.listdir(self._multiprocess_dir):
+            m = _LIVE_FILE.match(f)
+            if m and not _alive(int(m.group(1))):
+                dead.add(int(m.group(1)))
+        for pid in dead:
+            mark_process_dead(pid, str(self._multiprocess_dir))  # type: ignore[no-untyped-call]

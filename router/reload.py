@@ -85,7 +85,7 @@ class PolicyReloader:
         gw.budget.configure(loaded.policy.budgets)
         gw.policy = loaded  # the swap: one attribute assignment, atomic for the event loop
         gw.metrics.set_policy_version(loaded.version)
-        gw.metrics.prepare_routes(list(loaded.policy.routes), loaded.policy.shadow.sample_rate > 0)
+        gw.metrics.prepare_policy(loaded.policy)
         gw.shadow.reset()  # a new policy is the operator acting: routes escalated for drift resume
 
     async def reload(self, trigger: str) -> ReloadResult:
