@@ -11,6 +11,7 @@ on its own spend.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +20,9 @@ from .redis_state import RedisState
 
 __all__ = ["BudgetTracker"]
 
+log = logging.getLogger("router.budget")
+
+_ADJECTIVE = {"hour": "hourly", "day": "daily"}
 _MAX_PUSHES = 1024  # shared-counter updates in flight; beyond it, spend is only counted locally
 
 
@@ -30,11 +34,25 @@ class _Window:
     index: int = -1
     local: float = 0.0
     shared: float = 0.0
+    logged: float = 0.0
+    """The highest share of the limit already logged in this window (0, 0.8 or 1)."""
 
     def roll(self, now: float) -> None:
         idx = int(now // self.seconds)
         if idx != self.index:
-            self.index, self.local, self.shared = idx, 0.0, 0.0
+            self.index, self.local, self.shared, self.logged = idx, 0.0, 0.0, 0.0
+
+    def log_events(self) -> None:
+        """One line when spend first reaches 80% of the limit in this window, one when it is spent."""
+        if self.limit is None:
+            return
+        share = self.spent / self.limit if self.limit > 0 else 1.0
+        for level in (0.8, 1.0):
+            if share >= level > self.logged:
+                self.logged = level
+                what = "spent: escalations are refused until the window rolls over" if level == 1.0 else "80% spent"
+                log.warning("budget %s (%s window: %.4f of %.4f USD)", what, self.name, self.spent, self.limit,
+                            extra={"event": "budget_spent" if level == 1.0 else "budget_80", "window": self.name})
 
     @property
     def spent(self) -> float:
@@ -82,6 +100,7 @@ class BudgetTracker:
         for w in self._windows:
             w.roll(t)
             w.local += usd
+            w.log_events()
         if self.state is not None and len(self._pushes) < _MAX_PUSHES:
             items = [(w.key(), usd, w.seconds * 2) for w in self._windows]
             task = asyncio.get_running_loop().create_task(self._push(items))
@@ -94,6 +113,7 @@ class BudgetTracker:
         if totals is not None:
             for w, total in zip(self._windows, totals, strict=True):
                 w.shared = max(w.shared, total)
+                w.log_events()
 
     async def drain(self) -> None:
         if self._pushes:
@@ -108,6 +128,14 @@ class BudgetTracker:
             total = await self.state.get_float(w.key())
             if total is not None:
                 w.shared = total
+                w.log_events()
+
+    def spent_cause(self) -> str:
+        """Which budget is spent, for a 503's message."""
+        self.exhausted()
+        spent = [w for w in self._windows if w.limit is not None and w.spent >= w.limit]
+        return "; ".join(f"the {_ADJECTIVE[w.name]} foundation budget is spent ({w.spent:.4f} of {w.limit:.4f} USD) until "
+                         "the window rolls over" for w in spent) or "the foundation budget is spent"
 
     def snapshot(self) -> dict[str, dict[str, float | None]]:
         self.exhausted()

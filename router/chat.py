@@ -180,9 +180,9 @@ async def _foundation(
     deadline = asyncio.get_running_loop().time() + deadline_s - (time.perf_counter() - start)
     blocked = gw.foundation_open(alias)
     if blocked is not None:
+        cause = gw.budget.spent_cause() if blocked == "budget_spent" else gw.escalator.unavailable_cause(alias)
         raise ServiceUnavailableError(
-            "no foundation model is available for this request"
-            + (" (budget spent)" if blocked == "budget_spent" else ""),
+            f"no foundation model is available for this request: {cause}",
             code="budget_spent" if blocked == "budget_spent" else "foundation_unavailable",
             retry_after_s=30,
         )

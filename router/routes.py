@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
-import uuid
 from typing import Any, TypeVar
 
 import orjson
@@ -19,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .access import current, safe_request_id
 from .chat import complete
 from .errors import AuthenticationError, InvalidRequestError, PayloadTooLargeError
 from .gateway import Gateway
@@ -29,16 +28,14 @@ from .schemas import ChatRequest, ClassifyRequest
 __all__ = ["build_admin_routes", "build_routes", "request_id"]
 
 M = TypeVar("M", bound=BaseModel)
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 JSON = "application/json"
 
 
 def request_id(request: Request) -> str:
+    """The id the access-log middleware gave this request (the caller's, if safe)."""
     rid = getattr(request.state, "request_id", None)
-    if rid is None:
-        given = request.headers.get("x-request-id", "")
-        rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex
-        request.state.request_id = rid
+    if rid is None:  # an app built without the middleware
+        rid = request.state.request_id = safe_request_id(request.headers.get("x-request-id"))
     return str(rid)
 
 
@@ -119,6 +116,11 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
                 "x-router-confidence": f"{o.confidence:.4f}", "x-router-cost-usd": f"{o.cost_usd:.8f}",
                 "x-router-policy-version": o.policy_version,
             })
+        ctx = current()
+        if ctx is not None:  # a batch has no single path: its access line counts them
+            ctx.fields["inputs"] = len(outcomes)
+            ctx.fields["paths"] = {p: sum(o.path == p for o in outcomes) for p in {o.path for o in outcomes}}
+            ctx.fields["cost_usd"] = sum(o.cost_usd for o in outcomes)
         return _json({"results": [o.to_dict() for o in outcomes], "policy_version": policy.version}, request,
                      headers={"x-router-route": req.task, "x-router-policy-version": policy.version})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,6 +98,10 @@ class Settings(BaseSettings):
     policy_poll_s: float = Field(1.0, gt=0)
     """How often the policy file is checked for changes (hot reload)."""
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] | None = None
+    """`json`: one JSON object per line; `text`: readable lines; unset: JSON unless stderr is a terminal."""
+    access_log_sample: float = Field(1.0, ge=0, le=1)
+    """Share of successful requests that get an access log line (errors always do)."""
     workers: int = Field(1, ge=1, le=64)
     """Worker processes (uvicorn). With more than one, metrics use prometheus multiprocess mode."""
     metrics_dir: Path | None = None
