@@ -135,8 +135,8 @@ class GatewayMetrics:
             _P + "stage_duration_seconds", "Time spent in one stage of a request.",
             ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
         self.cost = Counter(
-            _P + "cost_usd", "Money spent answering, by path and foundation alias ('none' off the foundation path).",
-            ["path", "alias"], registry=registry)
+            _P + "cost_usd", "Money spent answering, by route, path and foundation alias ('none' off the "
+            "foundation path).", ["route", "path", "alias"], registry=registry)
         self.cost_avoided = Counter(
             _P + "cost_avoided_usd",
             "Estimated foundation cost avoided by answering from a specialist or the cache.",
@@ -218,7 +218,7 @@ class GatewayMetrics:
             hist = self._latency[path] = self.latency.labels(path)
         hist.observe(seconds)
         if cost:
-            self.cost.labels(path, alias).inc(cost)
+            self.cost.labels(route, path, alias).inc(cost)
         if avoided:
             self.cost_avoided.labels(route, path).inc(avoided)
 
