@@ -196,6 +196,9 @@ class Escalator:
         import litellm
 
         litellm.suppress_debug_info = True
+        # litellm's own debug and info lines quote whole requests (prompts): never below WARNING.
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         litellm.drop_params = True
         self._litellm = litellm
         log.info("litellm %s loaded in %.2fs", getattr(litellm, "version", "?"), time.perf_counter() - t0)

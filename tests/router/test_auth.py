@@ -351,3 +351,5 @@ async def test_no_key_reaches_redis_metrics_or_logs(
         secret_part = k.removeprefix("hr-")
         assert secret_part.encode() not in stored
         assert secret_part not in metrics and secret_part not in logs
+    # Nor the prompt (escalated: it went through litellm), even with logging at DEBUG.
+    assert UNSURE.encode() not in stored and UNSURE not in metrics and UNSURE not in logs
