@@ -30,7 +30,7 @@ from .peer import PEER_VERSION, ensure_peer_venv, peer_versions, start_peer
 from .policy import CACHED_ALIAS, ESCALATE_ROUTE, FORWARD_ALIAS, SPECIALIST_ROUTE, write_policy
 from .profile import ensure_py_spy, start_record, summarise
 from .report import RESULTS_DIR
-from .servers import REPO, Cpus, Server, start_gateway, start_upstream
+from .servers import REPO, Cpus, Server, start_bare, start_gateway, start_upstream
 from .stages import scrape_stages, stage_delta
 
 __all__ = ["Options", "run"]
@@ -187,17 +187,34 @@ def _scenarios(opts: Options, wrk: str, cpus: Cpus, work: Path, servers: list[Se
     def gw_run(bodies: Path, path: str, c: int):  # type: ignore[no-untyped-def]
         return lambda s: run_wrk(wrk, cpus, gateway.url, path, bodies, c, s)
 
+    _log("starting the bare endpoint (same specialist, minimal ASGI app)")
+    bare = start_bare(work, cpus, "sentiment")
+    servers.append(bare)
+    bare.wait_ready_post("/v1/classify", texts.classify_bodies(SPECIALIST_ROUTE)[0], 60)
+
+    def bare_run(c: int):  # type: ignore[no-untyped-def]
+        return lambda s: run_wrk(wrk, cpus, bare.url, "/v1/classify", bodies_spec, c, s)
+
     stages: dict[str, Any] = {}
-    scenarios: dict[str, Any] = {}
+    scenarios: dict[str, Any] = {"bare_endpoint": {}}
     for name, bodies, path in (("specialist_path", bodies_spec, "/v1/classify"),
                                ("cache_hit_path", bodies_hit, "/v1/classify")):
-        _log(f"{name}: concurrency {opts.concurrencies}")
+        _log(f"{name}: concurrency {opts.concurrencies}" + (" (bare endpoint interleaved at c1, c8)"
+                                                            if name == "specialist_path" else ""))
         before = scrape_stages(gateway.url)
         scenarios[name] = {}
         for c in opts.concurrencies:
-            scenarios[name][f"c{c}"] = _series(measure({"gateway": gw_run(bodies, path, c)}, opts.seconds,
-                                                       opts.repeats))["gateway"]
+            runs = {"gateway": gw_run(bodies, path, c)}
+            if name == "specialist_path" and c in (1, 8):
+                runs["bare"] = bare_run(c)
+            series = _series(measure(runs, opts.seconds, opts.repeats))
+            scenarios[name][f"c{c}"] = series["gateway"]
+            if "bare" in series:
+                scenarios["bare_endpoint"][f"c{c}"] = series["bare"]
         stages[name] = stage_delta(before, scrape_stages(gateway.url))
+    out["rss_kib"]["bare_endpoint"] = bare.rss()
+    bare.stop()
+    servers.remove(bare)
     _log("specialist and cache-hit paths through the chat API (c8)")
     scenarios["specialist_path_chat_api"] = {"c8": _series(measure(
         {"gateway": gw_run(bodies_chat_spec, "/v1/chat/completions", 8)}, opts.seconds, opts.repeats))["gateway"]}

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["REPO", "Cpus", "Server", "clean_env", "free_port", "rss_kib", "spawn", "start_gateway", "start_upstream"]
+__all__ = ["REPO", "Cpus", "Server", "clean_env", "free_port", "rss_kib", "spawn", "start_bare", "start_gateway",
+           "start_upstream"]
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -79,6 +80,23 @@ class Server:
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.02)
+        raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f}s; see {self.log}:\n" + _tail(self.log))
+
+    def wait_ready_post(self, path: str, body: dict[str, object], timeout_s: float) -> float:
+        """Poll with a POST of `body` until 200 (servers without a health endpoint)."""
+        deadline = self.started_at + timeout_s
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}:\n"
+                                       + _tail(self.log))
+                try:
+                    if client.post(self.url + path, json=body).status_code == 200:
+                        self.ready_s = time.monotonic() - self.started_at
+                        return self.ready_s
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
         raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f}s; see {self.log}:\n" + _tail(self.log))
 
     def stop(self) -> None:
@@ -168,3 +186,10 @@ def start_gateway(workdir: Path, cpus: Cpus, policy: Path, redis_url: str) -> Se
                     "served")
     # cwd is the work directory so that no stray .env changes the settings under test.
     return spawn("gateway", cmd, env, workdir, port, workdir)
+
+
+def start_bare(workdir: Path, cpus: Cpus, specialist: str) -> Server:
+    """`bench.bare`: the minimal ASGI app with the same specialist, pinned like the gateway."""
+    port = free_port()
+    cmd = cpus.wrap([sys.executable, "-m", "bench.bare", "--port", str(port), "--specialist", specialist], "served")
+    return spawn("bare", cmd, clean_env(), workdir, port, REPO)

@@ -28,11 +28,9 @@ EventSink = Callable[[str], None]
 
 def fingerprint(*parts: str) -> str:
     """Cache key over the canonical request parts (joined with a separator no part can hold)."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode("utf-8", "surrogatepass"))
-        h.update(b"\x1f")
-    return KEY_PREFIX + "{" + h.hexdigest() + "}"
+    # one update over "p1\x1fp2\x1f...": the same digest as updating part by part, in one call
+    data = "\x1f".join(parts).encode("utf-8", "surrogatepass") + b"\x1f"
+    return KEY_PREFIX + "{" + hashlib.sha256(data).hexdigest() + "}"
 
 
 def lock_key(key: str) -> str:
