@@ -11,6 +11,7 @@ PIP    := $(BIN)/pip install --disable-pip-version-check -q
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required"'
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) --require-hashes -r requirements-pip.lock
 
 $(VENV)/.run-installed: requirements.lock pyproject.toml | $(BIN)/python
 	$(PIP) --require-hashes -r requirements.lock
