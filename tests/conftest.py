@@ -10,11 +10,13 @@ the binary.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import redis
@@ -128,7 +130,13 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 async def client_for(registry: CollectorRegistry) -> AsyncIterator[Callable[[Settings], httpx.AsyncClient]]:
-    """Factory: Settings -> an httpx client driving a fresh app in process (lifespan not run)."""
+    """Factory: Settings -> an httpx client driving a fresh app in process (lifespan not run).
+
+    litellm is imported first, as the lifespan does before ``/readyz`` turns true: its import
+    takes 7-12 s of CPU on a loaded 2-core machine, and a process's first escalation would
+    otherwise wait for it and miss its route's 2 s deadline.
+    """
+    await anyio.to_thread.run_sync(importlib.import_module, "litellm")
     clients: list[httpx.AsyncClient] = []
 
     def make(settings: Settings) -> httpx.AsyncClient:
