@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,23 +70,13 @@ class Server:
 
     def wait_ready(self, path: str, timeout_s: float) -> float:
         """Poll `path` until 200; returns seconds since the process was started."""
-        deadline = self.started_at + timeout_s
-        with httpx.Client(timeout=1.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}:\n"
-                                       + _tail(self.log))
-                try:
-                    if client.get(self.url + path).status_code == 200:
-                        self.ready_s = time.monotonic() - self.started_at
-                        return self.ready_s
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.02)
-        raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f}s; see {self.log}:\n" + _tail(self.log))
+        return self._poll(lambda client: client.get(self.url + path), timeout_s, 0.02)
 
     def wait_ready_post(self, path: str, body: dict[str, object], timeout_s: float) -> float:
         """Poll with a POST of `body` until 200 (servers without a health endpoint)."""
+        return self._poll(lambda client: client.post(self.url + path, json=body), timeout_s, 0.05)
+
+    def _poll(self, probe: Callable[[httpx.Client], httpx.Response], timeout_s: float, period_s: float) -> float:
         deadline = self.started_at + timeout_s
         with httpx.Client(timeout=1.0) as client:
             while time.monotonic() < deadline:
@@ -93,12 +84,12 @@ class Server:
                     raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}:\n"
                                        + _tail(self.log))
                 try:
-                    if client.post(self.url + path, json=body).status_code == 200:
+                    if probe(client).status_code == 200:
                         self.ready_s = time.monotonic() - self.started_at
                         return self.ready_s
                 except httpx.HTTPError:
                     pass
-                time.sleep(0.05)
+                time.sleep(period_s)
         raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f}s; see {self.log}:\n" + _tail(self.log))
 
     def stop(self) -> None:
