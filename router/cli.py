@@ -7,7 +7,6 @@ only when those commands run, so the serving process never loads training librar
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,6 +39,7 @@ def serve(
 
     import uvicorn
 
+    from .logs import configure_logging
     from .settings import Settings
 
     overrides: dict[str, Any] = {}
@@ -52,7 +52,7 @@ def serve(
     if workers is not None:
         overrides["workers"] = workers
     settings = Settings(**overrides)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     from .auth import ExposureError, check_exposure
     from .connections import uvicorn_options
 
@@ -61,8 +61,10 @@ def serve(
     except ExposureError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+    # log_config=None: uvicorn's loggers go through our handler (JSON or text), not its own.
     common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
-                              "loop": "uvloop", **uvicorn_options(settings)}
+                              "log_config": None, "loop": "uvloop", **uvicorn_options(settings)}
     if settings.workers == 1:
         from .app import create_app
 
