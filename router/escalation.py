@@ -411,6 +411,10 @@ class Escalator:
             log.warning("breaker closed: foundation alias %r answers again", client.name,
                         extra={"alias": client.name, "event": "breaker_closed"})
 
+    def breakers_open(self) -> dict[str, bool]:
+        """Alias -> True from its breaker's opening until a call succeeds again (this process)."""
+        return {n: c.breaker.consecutive >= c.breaker.failures for n, c in self.clients.items() if c.configured}
+
     def unavailable_cause(self, alias: str | None) -> str:
         """Why `alias` (with its fallbacks) cannot be called now, for a 503's message."""
         chain = self._chain(alias)

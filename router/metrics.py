@@ -85,6 +85,7 @@ class _ScrapeState:
     def __init__(self) -> None:
         self.budget: dict[str, dict[str, float | None]] = {}
         self.shadow_floor: float | None = None
+        self.breakers: dict[str, bool] = {}
 
     def collect(self) -> Iterator[Metric]:
         limit = GaugeMetricFamily(_P + "budget_limit_usd", "The policy's foundation budget for the window "
@@ -99,7 +100,11 @@ class _ScrapeState:
                                   "checks are on (absent otherwise).")
         if self.shadow_floor is not None:
             floor.add_metric([], self.shadow_floor)
-        yield from (limit, spent, floor)
+        breaker = GaugeMetricFamily(_P + "foundation_breaker_open", "1 while the alias's circuit breaker is open "
+                                    "(from its opening until a call succeeds again).", labels=["alias"])
+        for alias, is_open in self.breakers.items():
+            breaker.add_metric([alias], 1.0 if is_open else 0.0)
+        yield from (limit, spent, floor, breaker)
 
     def describe(self) -> Iterable[Metric]:
         return self.collect()
@@ -263,6 +268,10 @@ class GatewayMetrics:
     def prepare_policy(self, policy: Policy) -> None:
         shadow = policy.shadow
         self.prepare(policy.routes, policy.aliases, shadow.min_agreement if shadow.sample_rate > 0 else None)
+
+    def set_breakers(self, states: dict[str, bool]) -> None:
+        """Alias -> breaker open, as exported by the next scrape."""
+        self._state.breakers = states
 
     def set_budget(self, snapshot: dict[str, dict[str, float | None]]) -> None:
         """The budget windows as exported by the next scrape (a window without limit has no limit series)."""

@@ -363,6 +363,7 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
             raise AuthenticationError("missing or wrong metrics token (ROUTER_METRICS_TOKEN)",
                                       code="invalid_metrics_token")
         gw.metrics.set_budget(gw.budget.snapshot())
+        gw.metrics.set_breakers(gw.escalator.breakers_open())
         return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return [

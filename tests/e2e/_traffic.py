@@ -59,9 +59,11 @@ def _chat(client: httpx.Client, paths: Counter[str], model: str, text: str, stre
     paths[r.headers.get("x-router-path", "none")] += 1
 
 
-def send_traffic(base_url: str, routes: Collection[str], rounds: int = 3, pause_s: float = 0.0) -> Counter[str]:
+def send_traffic(base_url: str, routes: Collection[str], rounds: int = 3, pause_s: float = 0.0,
+                 broken: bool = True) -> Counter[str]:
     """Send `rounds` passes of scripted requests (30 answers a pass, more when the chat, auto and
-    other classification routes exist), pausing `pause_s` seconds after each pass."""
+    other classification routes exist), pausing `pause_s` seconds after each pass. `broken=False`
+    leaves out the route whose alias fails: healthy traffic only."""
     paths: Counter[str] = Counter()
     with httpx.Client(base_url=base_url, timeout=30) as client:
         for n in range(rounds):
@@ -73,7 +75,7 @@ def send_traffic(base_url: str, routes: Collection[str], rounds: int = 3, pause_
             for text in _NOVEL:
                 _classify(client, paths, "sentiment", f"{text} {n}")
             _classify(client, paths, "sentiment", _POSITIVE + _UNSURE)
-            for text in _UNSURE + _NOVEL:
+            for text in (_UNSURE + _NOVEL) if broken else []:
                 _classify(client, paths, BROKEN_ROUTE, f"{text} round {n}")
             # The OpenAI API: a classification route, a foundation alias named directly, streaming.
             for text in _POSITIVE[:2] + _UNSURE[:2]:

@@ -218,14 +218,19 @@ def test_promtool_accepts_config_and_rules() -> None:
 class _Prometheus:
     """A prometheus process on a free loopback port with its data in a temp directory."""
 
-    def __init__(self, binary: str, workdir: Path, target: str) -> None:
+    def __init__(self, binary: str, workdir: Path, target: str, rules: Path = ALERTS_YML,
+                 alertmanager: str | None = None) -> None:
         config = yaml.safe_load(PROMETHEUS_YML.read_text())
         (job,) = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
         job.pop("dns_sd_configs", None)  # the compose stack's service discovery; here one local target
         job.update(scrape_interval="1s", scrape_timeout="1s", static_configs=[{"targets": [target]}])
         config["scrape_configs"] = [job]
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-        config["rule_files"] = [str(ALERTS_YML)]
+        config["rule_files"] = [str(rules)]
+        if alertmanager is None:
+            del config["alerting"]
+        else:
+            config["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}]
         path = workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))
         self.url = f"http://127.0.0.1:{_free_port()}"
