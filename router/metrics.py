@@ -39,7 +39,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from .policy import Policy
 
-__all__ = ["CONTENT_TYPE_LATEST", "CUT_REASONS", "FOUNDATION_OUTCOMES", "PATHS", "STAGES", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "CUT_REASONS", "FOUNDATION_OUTCOMES", "PATHS", "SLO_ERROR_CODES", "STAGES",
+           "GatewayMetrics"]
 
 log = logging.getLogger("router.metrics")
 
@@ -57,6 +58,10 @@ LATENCY_BUCKETS = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )
 PROBABILITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
+SLO_ERROR_CODES = ("upstream_error", "upstream_refused", "upstream_timeout", "deadline_exceeded", "invalid_label",
+                   "foundation_unavailable", "specialist_unavailable", "key_store_unavailable", "internal_error")
+"""The error codes that count against the availability objective (deploy/prometheus/alerts.yml
+matches exactly these): server-side failures, not refusals such as `budget_spent`."""
 FOUNDATION_OUTCOMES = ("ok", "timeout", "rate_limited", "error", "invalid_label", "breaker_open", "queue_full")
 
 _P = "hybrid_router_"
@@ -256,13 +261,22 @@ class GatewayMetrics:
         """Create a policy's per-route and per-alias series at 0 (after start-up and every reload),
         so that increase() sees their first event; `shadow_floor` is min_agreement when shadow
         checks are on, else None."""
+        # request_errors: the availability objective's codes too. Without them a burst of errors
+        # on a new series (say 60 within one scrape interval) is its first sample, which rate()
+        # never counts: the SLO burn alert would miss exactly the outage that created it.
         for route in routes:
             self.specialist_errors.labels(route)
             if shadow_floor is not None:
                 self.shadow_tripped.labels(route)
+            for code in SLO_ERROR_CODES:
+                self.request_errors.labels(route, code)
         for alias in aliases:
             for outcome in FOUNDATION_OUTCOMES:
                 self.foundation_calls.labels(alias, outcome)
+            for code in SLO_ERROR_CODES:
+                self.request_errors.labels(alias, code)
+        for code in SLO_ERROR_CODES:
+            self.request_errors.labels("unknown", code)
         self._state.shadow_floor = shadow_floor
 
     def prepare_policy(self, policy: Policy) -> None:

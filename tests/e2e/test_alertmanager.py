@@ -1,15 +1,18 @@
 """Alerts end to end: a real gateway, Prometheus with deploy/prometheus/alerts.yml, a real
 Alertmanager with deploy/alertmanager/alertmanager.yml, and a webhook receiver on loopback.
 
-First 40 s of healthy traffic on every route must leave every alert inactive (not even pending)
-and the receiver silent. Then a scripted fault (a foundation alias that answers 500, asked
-through the chat API and a classification route) must reach the receiver: the warning alerts
-through the `tickets` route, the availability fast burn through `pager`.
+A freshly started gateway under healthy traffic on every route for `HYBRID_ROUTER_SOAK_S`
+seconds (default 600: the issue's ten minutes, what `make test` and CI run) must leave every
+alert inactive (not even pending) and the receiver silent. Then a scripted fault (a foundation
+alias that answers 500, asked through the chat API and a classification route) must reach the
+receiver: the warning alerts through the `tickets` route, the availability fast burn through
+`pager`.
 
-Shortened for a test suite that stays fast, and said so: Prometheus scrapes and evaluates every
-second, and every alert's `for:` is rewritten to 0s (so the healthy phase is stricter: an
-expression true for a single evaluation fails it); Alertmanager groups after 1 s instead of
-30 s. The issue's 10-minute healthy soak is covered by the rule unit tests
+Stricter than production on purpose: Prometheus scrapes and evaluates every second, and every
+alert's `for:` is rewritten to 0s, so an expression true for a single evaluation during the soak
+fails the test; Alertmanager groups after 1 s instead of 30 s. Healthy traffic is paced (a round
+of ~40 requests at most every `ROUND_S` seconds), the way a quiet production gateway sees it.
+Longer horizons (hours, restarts) are covered by the rule unit tests
 (deploy/prometheus/tests/healthy.yml simulates four hours of a healthy gateway).
 
 The binaries come from Debian's `prometheus` and `prometheus-alertmanager` packages (`.ci/run`
@@ -46,7 +49,8 @@ from tests.server_thread import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTMANAGER_YML = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
-HEALTHY_S = 40.0
+SOAK_S = float(os.environ.get("HYBRID_ROUTER_SOAK_S", "600"))
+ROUND_S = 5.0
 
 
 def _binaries() -> tuple[str, str]:
@@ -136,7 +140,7 @@ def gateway(write_policy: Callable[..., Path], make_settings: Callable[..., Sett
 
 
 @pytest.mark.redis
-@pytest.mark.timeout(300)  # ~100 s here; more on a loaded machine
+@pytest.mark.timeout(SOAK_S + 300)  # the soak, then ~60 s of set-up and fault; more on a loaded machine
 def test_healthy_traffic_fires_nothing_and_a_fault_reaches_the_receiver(
     gateway: tuple[ServerThread, set[str]], tmp_path: Path
 ) -> None:
@@ -163,15 +167,15 @@ def test_healthy_traffic_fires_nothing_and_a_fault_reaches_the_receiver(
         seen: dict[str, str] = {}
         start = time.monotonic()
         answered = 0
-        while time.monotonic() - start < HEALTHY_S:
+        while (began := time.monotonic()) - start < SOAK_S:
             answered += sum(send_traffic(server.url, routes, rounds=1, broken=False).values())
             for alert in prom.http.get("/api/v1/alerts").json()["data"]["alerts"]:
                 seen[alert["labels"]["alertname"]] = alert["state"]
-            time.sleep(0.5)
+            time.sleep(max(0.5, ROUND_S - (time.monotonic() - began)))
         rules = prom.http.get("/api/v1/rules").json()["data"]["groups"]
         unhealthy = [(r["name"], r.get("lastError")) for g in rules for r in g["rules"] if r["health"] != "ok"]
         assert not unhealthy
-        assert answered >= 300, answered
+        assert answered >= 4 * SOAK_S, answered  # at least ~4 answers a second
         assert seen == {}, f"alerts on a healthy gateway: {seen}"
         assert webhook.received == [], webhook.received
 
@@ -196,7 +200,11 @@ def test_healthy_traffic_fires_nothing_and_a_fault_reaches_the_receiver(
             if time.monotonic() > deadline:
                 active = [(a["labels"]["alertname"], a["state"]) for a in
                           prom.http.get("/api/v1/alerts").json()["data"]["alerts"]]
-                raise AssertionError(f"not delivered: {missing}; active in Prometheus: {active}; "
+                ratios = {e: prom.values(e) for e in ("hybrid_router:slo_errors:ratio_rate5m",
+                                                      "hybrid_router:slo_errors:ratio_rate1h",
+                                                      "sum by (code) (hybrid_router_request_errors_total)",
+                                                      "sum(hybrid_router_requests_total)")}
+                raise AssertionError(f"not delivered: {missing}; active in Prometheus: {active}; {ratios}; "
                                      f"received: {webhook.received}\n{am.log.read_text()[-2000:]}")
             time.sleep(0.5)
         errors = next(a for a in webhook.alerts("tickets") if a["labels"]["alertname"] == "HybridRouterFoundationErrors")
