@@ -8,6 +8,7 @@ only when those commands run, so the serving process never loads training librar
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -221,14 +222,14 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="Name of the key to rev
 
 @app.command()
 def report(
-    out: Annotated[Path, typer.Option(help="Output file: .png or .html.")] = Path("report.png"),
+    out: Annotated[Path, typer.Option(help="Output file: .html (SVG and tables) or .svg.")] = Path("report.html"),
     prometheus: Annotated[str | None, typer.Option(help="Prometheus base URL to query.")] = None,
     window: Annotated[str, typer.Option(help="With --prometheus: the PromQL window, e.g. 1h, 24h.")] = "1h",
     metrics: Annotated[str | None, typer.Option(help="A gateway's /metrics URL (totals since start).")] = None,
     simulation: Annotated[Path | None, typer.Option("--simulate", help="A `simulate --json` file.")] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "Hybrid Router: traffic, cost and latency by path",
 ) -> None:
-    """Render the split of traffic, cost and latency by path as a PNG or HTML report."""
+    """Render traffic, cost and latency by path and route as an HTML page or an SVG image."""
     import httpx
 
     from .report import (
@@ -237,9 +238,12 @@ def report(
         from_simulation,
         load_simulation,
         render_html,
-        render_png,
+        render_svg,
     )
 
+    if out.suffix not in (".html", ".svg"):
+        typer.echo("--out must end in .html or .svg (for a PNG: rsvg-convert report.svg > report.png)", err=True)
+        raise typer.Exit(2)
     sources = [s for s in (prometheus, metrics, simulation) if s is not None]
     if len(sources) != 1:
         typer.echo("give exactly one of --prometheus, --metrics, --simulate", err=True)
@@ -257,14 +261,20 @@ def report(
         raise typer.Exit(2) from exc
     if out.suffix == ".html":
         render_html(split, out)
-    elif out.suffix == ".png":
-        render_png(split, out)
     else:
-        typer.echo("--out must end in .png or .html", err=True)
-        raise typer.Exit(2)
+        out.write_text(render_svg(split))
     for row in split.rows:
         typer.echo(f"{row.path:>10}  {row.requests:>10,.0f} requests  {row.cost_usd:>12.6f} USD")
     typer.echo(f"{'avoided':>10}  {'':>19}  {split.cost_avoided_usd:>12.6f} USD\nwritten to {out}")
+
+
+def _plot(draw: Callable[[], Path]) -> Path:
+    """Draw a --plot PNG; without matplotlib (the serving install) say so instead of a traceback."""
+    try:
+        return draw()
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _forward(command: str, args: list[str]) -> None:
@@ -356,7 +366,7 @@ def simulate(
     if plot is not None:
         from .report_plot import plot_sweep
 
-        typer.echo(f"plot written to {plot_sweep(sim, plot)}")
+        typer.echo(f"plot written to {_plot(lambda: plot_sweep(sim, plot))}")
 
 
 @app.command()
@@ -413,7 +423,7 @@ def tune(
     if plot is not None:
         from .report_plot import plot_sweep
 
-        typer.echo(f"plot written to {plot_sweep(sim, plot, {f'tuned {chosen.min_confidence:g}': chosen})}")
+        typer.echo(f"plot written to {_plot(lambda: plot_sweep(sim, plot, {f'tuned {chosen.min_confidence:g}': chosen}))}")
     if not write:
         typer.echo("dry run: pass --write to update the policy file")
         return

@@ -130,7 +130,7 @@ class GatewayMetrics:
         self._requests: dict[tuple[str, str, str], Any] = {}
         self._latency: dict[str, Any] = {}
         # labelled children by label values: `.labels()` costs ~1.5 µs a call on the request path
-        self._cost: dict[tuple[str, str], Any] = {}
+        self._cost: dict[tuple[str, str, str], Any] = {}
         self._avoided: dict[tuple[str, str], Any] = {}
         self._stages: dict[str, Any] = {}
         self._prediction_hists: dict[str, tuple[Any, Any]] = {}
@@ -145,8 +145,8 @@ class GatewayMetrics:
             _P + "stage_duration_seconds", "Time spent in one stage of a request.",
             ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
         self.cost = Counter(
-            _P + "cost_usd", "Money spent answering, by path and foundation alias ('none' off the foundation path).",
-            ["path", "alias"], registry=registry)
+            _P + "cost_usd", "Money spent answering, by route, path and foundation alias ('none' off the "
+            "foundation path).", ["route", "path", "alias"], registry=registry)
         self.cost_avoided = Counter(
             _P + "cost_avoided_usd",
             "Estimated foundation cost avoided by answering from a specialist or the cache.",
@@ -233,9 +233,9 @@ class GatewayMetrics:
             hist = self._latency[path] = self.latency.labels(path)
         hist.observe(seconds)
         if cost:
-            spent = self._cost.get((path, alias))
+            spent = self._cost.get((route, path, alias))
             if spent is None:
-                spent = self._cost[(path, alias)] = self.cost.labels(path, alias)
+                spent = self._cost[(route, path, alias)] = self.cost.labels(route, path, alias)
             spent.inc(cost)
         if avoided:
             saved = self._avoided.get(key[:2])

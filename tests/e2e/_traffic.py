@@ -82,6 +82,9 @@ def send_traffic(base_url: str, routes: Collection[str], rounds: int = 3, pause_
                 _chat(client, paths, "sentiment", text)
             _chat(client, paths, "cheap", "say hello")  # repeated each round: cached after the first
             _chat(client, paths, "cheap", f"say hello in language number {n}", stream=True)
+            # A client error (unknown task) each round: the error panels have something to show.
+            paths["client_error"] += client.post("/v1/classify", json={"task": "no_such_task", "input": "x"}
+                                                 ).status_code == 404
             if "support" in routes:
                 for text in _CHAT_SUPPORT:
                     _chat(client, paths, "support", text)
