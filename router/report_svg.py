@@ -43,7 +43,8 @@ def _fmt(v: float) -> str:
 
 
 def _scale(values: Sequence[float], log: bool) -> tuple[float, float, list[float]]:
-    """(low, high, tick values) of the y axis."""
+    """(low, high, tick values) of the y axis (NaN, e.g. a gap in a timeline, is left out)."""
+    values = [v for v in values if not math.isnan(v)]
     positive = [v for v in values if v > 0]
     if log and positive:
         lo = 10 ** math.floor(math.log10(min(positive)))
@@ -99,7 +100,7 @@ def _use_log(values: Sequence[float], log: bool | None) -> bool:
     """Log scale when asked, or (None) when the positive values span more than two decades."""
     if log is not None:
         return log
-    positive = [v for v in values if v > 0]
+    positive = [v for v in values if v > 0]  # NaN > 0 is False
     return len(positive) > 1 and max(positive) / min(positive) > 100
 
 
