@@ -225,12 +225,16 @@ def report(
     out: Annotated[Path, typer.Option(help="Output file: .html (SVG and tables) or .svg.")] = Path("report.html"),
     prometheus: Annotated[str | None, typer.Option(help="Prometheus base URL to query.")] = None,
     window: Annotated[str, typer.Option(help="With --prometheus: the PromQL window, e.g. 1h, 24h.")] = "1h",
-    metrics: Annotated[str | None, typer.Option(help="A gateway's /metrics URL (totals since start).")] = None,
+    metrics: Annotated[str | None, typer.Option(
+        help="A gateway's /metrics URL (totals since start). Default, with no other source: the local gateway's "
+             "(ROUTER_HOST/ROUTER_PORT, ROUTER_METRICS_TOKEN).")] = None,
     simulation: Annotated[Path | None, typer.Option("--simulate", help="A `simulate --json` file.")] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "Hybrid Router: traffic, cost and latency by path",
 ) -> None:
-    """Render traffic, cost and latency by path and route as an HTML page or an SVG image."""
+    """Render traffic, cost and latency by path and route, and each route's specialist alone /
+    foundation model alone / hybrid comparison, as an HTML page or an SVG image."""
     import httpx
+    from pydantic import ValidationError
 
     from .report import (
         from_metrics_text,
@@ -240,32 +244,57 @@ def report(
         render_html,
         render_svg,
     )
+    from .report_compare import compare, read_cards
+    from .settings import Settings
 
     if out.suffix not in (".html", ".svg"):
         typer.echo("--out must end in .html or .svg (for a PNG: rsvg-convert report.svg > report.png)", err=True)
         raise typer.Exit(2)
     sources = [s for s in (prometheus, metrics, simulation) if s is not None]
-    if len(sources) != 1:
-        typer.echo("give exactly one of --prometheus, --metrics, --simulate", err=True)
+    if len(sources) > 1:
+        typer.echo("give at most one of --prometheus, --metrics, --simulate", err=True)
         raise typer.Exit(2)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        typer.echo(f"invalid ROUTER_* settings:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+    headers = {}
+    if not sources:  # the gateway `make serve` / `hybrid-router serve` runs here
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        metrics = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}/metrics"
+        if settings.metrics_token is not None:
+            headers["authorization"] = f"Bearer {settings.metrics_token.get_secret_value()}"
     try:
         if prometheus is not None:
             split = from_prometheus(prometheus, window, title)
         elif metrics is not None:
-            split = from_metrics_text(httpx.get(metrics, timeout=10).raise_for_status().text, title)
-        else:
-            assert simulation is not None
+            split = from_metrics_text(httpx.get(metrics, headers=headers, timeout=10).raise_for_status().text, title)
+        elif simulation is not None:
             split = from_simulation(load_simulation(simulation), title)
     except (httpx.HTTPError, ValueError, OSError) as exc:
         typer.echo(f"cannot read the source: {exc}", err=True)
+        if not sources:
+            typer.echo("(no source given: is the gateway running? `make serve`, or pass --metrics URL, "
+                       "--prometheus URL or --simulate FILE)", err=True)
         raise typer.Exit(2) from exc
+    if split.routes:
+        cards, why_not = read_cards(settings.policy_path, settings.specialists_dir)
+        split.comparison = compare(split.routes, split.buckets, cards)
+        if why_not is not None:
+            split.notes.append(why_not)
     if out.suffix == ".html":
         render_html(split, out)
     else:
         out.write_text(render_svg(split))
     for row in split.rows:
         typer.echo(f"{row.path:>10}  {row.requests:>10,.0f} requests  {row.cost_usd:>12.6f} USD")
-    typer.echo(f"{'avoided':>10}  {'':>19}  {split.cost_avoided_usd:>12.6f} USD\nwritten to {out}")
+    typer.echo(f"{'avoided':>10}  {'':>19}  {split.cost_avoided_usd:>12.6f} USD")
+    for c in split.comparison:
+        usd = "" if c.usd_per_1000 is None else f"{c.usd_per_1000:.6f}"
+        acc = "" if c.accuracy is None else f"{c.accuracy:.1%} ({c.accuracy_kind})"
+        typer.echo(f"{c.route:>14}  {c.option:<16}  local {c.local_share:>6.1%}  USD/1k {usd:>10}  {acc}")
+    typer.echo(f"written to {out}")
 
 
 def _plot(draw: Callable[[], Path]) -> Path:

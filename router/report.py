@@ -2,9 +2,10 @@
 
 In: a Prometheus server (a window of its data, and its course over time), a gateway's own
 `/metrics` (totals since it started), or a `simulate --json` file (the policy's operating point).
-Out: `Split`, rendered as an SVG of up to six panels (requests, money and latency by path,
-requests and cost per 1,000 requests by route, traffic and spend over time) or an HTML page with
-the SVG inline and the numbers as tables. For people who want the picture without Grafana. It is
+Out: `Split`, rendered as an SVG of up to seven panels (requests, money and latency by path;
+requests by route; cost per 1,000 requests of the specialist alone, the foundation model alone and
+the hybrid by route (`report_compare`); traffic and spend over time) or an HTML page with the SVG
+inline and the numbers as tables, the per-route comparison included. For people who want the picture without Grafana. It is
 drawn by `report_svg` with no plotting library, so it works from the serving install; values
 that span decades (money, latency) get log scales.
 """
@@ -24,6 +25,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from .metrics import PATHS
+from .report_compare import Comparison, comparison_chart, comparison_html, histogram_quantile
 from .report_svg import Chart, bars, grid, lines
 
 __all__ = [
@@ -55,6 +57,14 @@ class RouteRow:
     requests: dict[str, float] = field(default_factory=dict)
     """Answers by path."""
     cost_usd: float = 0.0
+    cost_by_path: dict[str, float] = field(default_factory=dict)
+    avoided_usd: float = 0.0
+    """What the route's foundation alias would have charged for the answers it did not give."""
+    shadow_agreement: float | None = None
+
+    def add_cost(self, path: str, usd: float) -> None:
+        self.cost_usd += usd
+        self.cost_by_path[path] = self.cost_by_path.get(path, 0.0) + usd
 
     @property
     def total(self) -> float:
@@ -78,6 +88,10 @@ class Split:
     notes: list[str] = field(default_factory=list)
     routes: list[RouteRow] = field(default_factory=list)
     timeline: Timeline | None = None
+    buckets: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Per path: the latency histogram's cumulative (upper bound in seconds, count) buckets."""
+    comparison: list[Comparison] = field(default_factory=list)
+    """Specialist alone / foundation alone / hybrid per route (`report_compare.compare`)."""
 
     @property
     def total_requests(self) -> float:
@@ -91,24 +105,6 @@ class Split:
         return {"title": self.title, "cost_avoided_usd": self.cost_avoided_usd, "notes": self.notes,
                 "rows": [{"path": r.path, "requests": r.requests, "cost_usd": r.cost_usd,
                           "latency_ms": {str(q): v for q, v in r.latency_ms.items()}} for r in self.rows]}
-
-
-def _quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
-    """histogram_quantile over cumulative (upper bound, count) buckets, as Prometheus does it."""
-    buckets = sorted(buckets)
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    rank = q * buckets[-1][1]
-    prev_bound, prev_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if math.isinf(bound):
-                return prev_bound
-            if count == prev_count:
-                return bound
-            return prev_bound + (bound - prev_bound) * (rank - prev_count) / (count - prev_count)
-        prev_bound, prev_count = bound, count
-    return prev_bound
 
 
 def from_metrics_text(text: str, title: str) -> Split:
@@ -129,17 +125,26 @@ def from_metrics_text(text: str, title: str) -> Split:
                 if path in rows:
                     rows[path].cost_usd += s.value
                 if route:
-                    routes.setdefault(route, RouteRow(route)).cost_usd += s.value
+                    routes.setdefault(route, RouteRow(route)).add_cost(path, s.value)
             elif s.name == "hybrid_router_cost_avoided_usd_total":
                 avoided += s.value
+                if route:
+                    routes.setdefault(route, RouteRow(route)).avoided_usd += s.value
+            elif s.name == "hybrid_router_shadow_agreement" and route:
+                routes.setdefault(route, RouteRow(route)).shadow_agreement = s.value
             elif s.name == "hybrid_router_request_duration_seconds_bucket" and path in buckets:
                 buckets[path].append((float(s.labels["le"]), s.value))
     for path, row in rows.items():
         for q in QUANTILES:
-            v = _quantile(q, buckets[path])
+            v = histogram_quantile(q, buckets[path])
             row.latency_ms[q] = None if v is None else v * 1000
     return Split(title, list(rows.values()), avoided, ["totals since the gateway started"],
-                 sorted(routes.values(), key=lambda r: -r.total))
+                 _answered(routes), buckets=buckets)
+
+
+def _answered(routes: dict[str, RouteRow]) -> list[RouteRow]:
+    """Routes that answered something, busiest first (a shadow gauge alone is not a route's traffic)."""
+    return sorted((r for r in routes.values() if r.total > 0), key=lambda r: -r.total)
 
 
 def _query(client: httpx.Client, promql: str) -> list[dict[str, Any]]:
@@ -177,9 +182,19 @@ def from_prometheus(url: str, window: str, title: str) -> Split:
             if path in rows:
                 rows[path].cost_usd += float(r["value"][1])
             if route:
-                routes.setdefault(route, RouteRow(route)).cost_usd += float(r["value"][1])
-        avoided = sum(float(r["value"][1]) for r in _query(
-            client, f"sum(increase(hybrid_router_cost_avoided_usd_total[{window}]))"))
+                routes.setdefault(route, RouteRow(route)).add_cost(path or "", float(r["value"][1]))
+        avoided = 0.0
+        for r in _query(client, f"sum by (route) (increase(hybrid_router_cost_avoided_usd_total[{window}]))"):
+            avoided += float(r["value"][1])
+            routes.setdefault(r["metric"].get("route", ""), RouteRow(r["metric"].get("route", ""))).avoided_usd = (
+                float(r["value"][1]))
+        for r in _query(client, "max by (route) (hybrid_router_shadow_agreement)"):
+            route = r["metric"].get("route", "")
+            routes.setdefault(route, RouteRow(route)).shadow_agreement = float(r["value"][1])
+        buckets: dict[str, list[tuple[float, float]]] = {p: [] for p in PATHS}
+        for r in _query(client, f"sum by (le, path) (increase(hybrid_router_request_duration_seconds_bucket[{window}]))"):
+            if r["metric"].get("path") in buckets:
+                buckets[r["metric"]["path"]].append((float(r["metric"]["le"]), float(r["value"][1])))
         for q in QUANTILES:
             for row in rows.values():
                 row.latency_ms[q] = None
@@ -190,7 +205,7 @@ def from_prometheus(url: str, window: str, title: str) -> Split:
                     rows[r["metric"]["path"]].latency_ms[q] = v * 1000
         timeline = _timeline(client, seconds)
     return Split(title, list(rows.values()), avoided, [f"Prometheus {url}, last {window}"],
-                 sorted(routes.values(), key=lambda r: -r.total), timeline)
+                 _answered(routes), timeline, buckets)
 
 
 def _timeline(client: httpx.Client, seconds: float) -> Timeline | None:
@@ -256,12 +271,16 @@ def _charts(split: Split) -> list[Chart]:
         charts.append(bars("requests by route and path", "requests", [r.route for r in routes],
                            {p: [r.requests.get(p, 0.0) for r in routes] for p in PATHS
                             if any(r.requests.get(p) for r in routes)}))
-        charts.append(bars("cost per 1,000 requests by route", "USD", [r.route for r in routes],
-                           {"cost": [1000 * r.cost_usd / r.total for r in routes]}, log=True))
+        # With the comparison, the hybrid's cost per route is one of its three series.
+        charts.append(comparison_chart(split.comparison) or bars(
+            "cost per 1,000 requests by route", "USD", [r.route for r in routes],
+            {"cost": [1000 * r.cost_usd / r.total for r in routes]}, log=True))
     t = split.timeline
     if t is not None and t.times:
         ends = (time.strftime("%H:%M", time.gmtime(t.times[0])), time.strftime("%H:%M UTC", time.gmtime(t.times[-1])))
         charts.append(lines("requests/s by path over time", "requests/s", t.times, t.requests_per_s, ends))
+        charts.append(lines("foundation and specialist spend over time", "USD/hour", t.times,
+                            {"spend": t.usd_per_hour}, ends))
     return charts
 
 
@@ -288,7 +307,8 @@ def render_html(split: Split, out: Path) -> None:
         f"<th>p99 ms</th></tr>{rows}</table><p>cost avoided: {split.cost_avoided_usd:.6f} USD</p>"
         "<h2>By route</h2><table><tr><th>route</th><th>requests</th>"
         + "".join(f"<th>{p}</th>" for p in PATHS)
-        + f"<th>cost USD</th><th>USD per 1,000</th></tr>{route_rows}</table>")
+        + f"<th>cost USD</th><th>USD per 1,000</th></tr>{route_rows}</table>"
+        + (comparison_html(split.comparison) if split.comparison else ""))
 
 
 def load_simulation(path: Path) -> dict[str, Any]:

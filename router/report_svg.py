@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 __all__ = ["Chart", "bars", "grid", "lines"]
 
 COLORS = {"specialist": "#2a9d8f", "cache": "#8ab17d", "foundation": "#e76f51", "degraded": "#e9c46a",
-          "avoided": "#264653", "p50": "#457b9d", "p95": "#e9c46a", "p99": "#e76f51", "cost": "#6d597a"}
+          "avoided": "#264653", "specialist alone": "#2a9d8f", "foundation alone": "#e76f51",
+          "hybrid": "#6d597a", "p50": "#457b9d", "p95": "#e9c46a", "p99": "#e76f51", "cost": "#6d597a"}
 _FALLBACK = ("#577590", "#f3722c", "#43aa8b", "#f94144", "#90be6d", "#277da1")
 W, H = 420, 260
 _L, _R, _T, _B = 58, 12, 30, 56  # plot margins
