@@ -60,13 +60,15 @@ def _chat(client: httpx.Client, paths: Counter[str], model: str, text: str, stre
 
 
 def send_traffic(base_url: str, routes: Collection[str], rounds: int = 3, pause_s: float = 0.0,
-                 broken: bool = True) -> Counter[str]:
+                 broken: bool = True, first_round: int = 0) -> Counter[str]:
     """Send `rounds` passes of scripted requests (30 answers a pass, more when the chat, auto and
     other classification routes exist), pausing `pause_s` seconds after each pass. `broken=False`
-    leaves out the route whose alias fails: healthy traffic only."""
+    leaves out the route whose alias fails: healthy traffic only. Texts that carry the round
+    number (novel inputs, streamed chat) are new in every round from `first_round` on, so each
+    pass escalates some requests instead of answering everything from the cache."""
     paths: Counter[str] = Counter()
     with httpx.Client(base_url=base_url, timeout=30) as client:
-        for n in range(rounds):
+        for n in range(first_round, first_round + rounds):
             for text in _POSITIVE + _NEGATIVE:
                 _classify(client, paths, "sentiment", text)
             # Same unsure texts every round: escalated in round 0, then answered from the cache.

@@ -50,7 +50,10 @@ from tests.server_thread import ServerThread
 ROOT = Path(__file__).resolve().parents[2]
 ALERTMANAGER_YML = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 SOAK_S = float(os.environ.get("HYBRID_ROUTER_SOAK_S", "600"))
-ROUND_S = 5.0
+ROUND_S = 3.0
+# Under the fake upstream's 5 s keep-alive (uvicorn's default): rounds paced at exactly 5 s made
+# litellm reuse pooled connections just as the upstream closed them, and about 1 call in 10 failed
+# (a test artifact that fired HybridRouterFoundationErrors on a healthy gateway).
 
 
 def _binaries() -> tuple[str, str]:
@@ -167,8 +170,10 @@ def test_healthy_traffic_fires_nothing_and_a_fault_reaches_the_receiver(
         seen: dict[str, str] = {}
         start = time.monotonic()
         answered = 0
+        rounds = 0
         while (began := time.monotonic()) - start < SOAK_S:
-            answered += sum(send_traffic(server.url, routes, rounds=1, broken=False).values())
+            answered += sum(send_traffic(server.url, routes, rounds=1, broken=False, first_round=rounds).values())
+            rounds += 1
             for alert in prom.http.get("/api/v1/alerts").json()["data"]["alerts"]:
                 seen[alert["labels"]["alertname"]] = alert["state"]
             time.sleep(max(0.5, ROUND_S - (time.monotonic() - began)))
