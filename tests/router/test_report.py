@@ -108,6 +108,15 @@ def test_report_from_a_simulation(tmp_path: Path) -> None:
     out = tmp_path / "sim.svg"
     run(["report", "--simulate", str(sim), "--out", str(out)])
     assert "requests by path" in _svg_texts(out.read_text())
+    # `simulate --plot` still needs matplotlib (the `train` extra): without it, a clear error.
+    blocked = ("import sys; sys.modules['matplotlib'] = None; from router.cli import main; "
+               "main(['simulate', '--route', 'sentiment', '--data', sys.argv[1], '--foundation-accuracy', '0.9', "
+               "'--plot', sys.argv[2]])")
+    done = subprocess.run([sys.executable, "-c", blocked, str(data), str(tmp_path / "sweep.png")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "--plot needs matplotlib" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "sweep.png").exists()
 
 
 def test_report_takes_at_most_one_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
