@@ -20,9 +20,10 @@ import orjson
 
 __all__ = ["configure_logging", "quiet_libraries"]
 
-# color_message: uvicorn's copy of its message with ANSI colour codes.
+# Not fields of ours: color_message is uvicorn's copy of its message with ANSI colour codes, and
+# litellm's redaction filter stamps the records of the loggers it watches with litellm_redacted.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName", "color_message"}
+    "message", "asctime", "taskName", "color_message", "litellm_redacted"}
 _QUIET = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "httpcore", "openai")
 
 

@@ -28,6 +28,7 @@ class GatewayProcess:
         # stderr to a file, not a pipe: one access line per request would fill a pipe nobody reads
         # until stop(), and the gateway would block writing its log.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        self._final_err = ""
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "router", "serve", "--port", str(self.port), "--policy", str(policy)],
             cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self._stderr)
@@ -62,12 +63,15 @@ class GatewayProcess:
         return self._proc.wait(timeout=timeout_s)
 
     def stop(self) -> str:
+        """Stop the process and return its stderr; again (a fixture after the test), the same text."""
+        if self._stderr.closed:
+            return self._final_err
         self._proc.terminate()
         try:
             self._proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-        err = self._err()
+        self._final_err = self._err()
         self._stderr.close()
-        return err
+        return self._final_err
