@@ -39,7 +39,7 @@ bench: $(VENV)/.dev-installed  ## benchmarks (see BENCHMARKS.md)
 	$(BIN)/python -m bench
 
 check: $(VENV)/.dev-installed  ## lint and type-check
-	$(BIN)/ruff check router specialists tests
+	$(BIN)/ruff check router specialists tests bench
 	$(BIN)/mypy router specialists
 
 lock:  ## re-resolve the lock files (needs uv)

@@ -56,7 +56,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from ruamel.yaml import YAML
 
 from .machine import load_snapshot, machine_info
-from .servers import REPO, Server, _children, clean_env, free_port, spawn
+from .servers import REPO, Server, _children, clean_env, free_port, spawn, start_redis
 
 __all__ = ["CASES", "CaseResult", "Stack", "main", "run_case"]
 
@@ -71,20 +71,6 @@ UNSURE = "the film runs two hours"
 
 
 # ---- the stack: Redis, the fake upstream and gateways, as subprocesses -------------------------
-
-def _redis(port: int, workdir: Path) -> Server:
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-           "--dir", str(workdir)]
-    server = spawn(f"redis-{port}", cmd, clean_env(), workdir, port, workdir)
-    deadline = time.monotonic() + 10
-    while True:
-        with contextlib.suppress(redis.RedisError, OSError):
-            if redis.Redis(port=port, socket_timeout=0.5).ping():
-                return server
-        if time.monotonic() > deadline:
-            raise RuntimeError("redis-server did not start")
-        time.sleep(0.05)
-
 
 def write_policy(path: Path, api_base: str, model: str = "fake-ok") -> None:
     """policies/default.yaml on the fake upstream: short timeouts, so faults show within a run."""
@@ -125,7 +111,7 @@ class Stack:
 
     @classmethod
     def start(cls, workdir: Path, **shared_env: str) -> Stack:
-        redis_server = _redis(free_port(), workdir)
+        redis_server = start_redis(workdir, free_port())
         port = free_port()
         upstream = spawn("upstream", [sys.executable, str(REPO / "tests" / "fake_upstream.py"), "--port", str(port)],
                          clean_env(), workdir, port, REPO)
@@ -168,7 +154,7 @@ class Stack:
         return self._shared
 
     def restart_redis(self) -> None:
-        self.redis = _redis(self.redis.port, self.workdir)
+        self.redis = start_redis(self.workdir, self.redis.port)
 
     def stop(self) -> None:
         for gw in self.gateways:

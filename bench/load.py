@@ -87,7 +87,7 @@ def run_wrk(wrk: str, cpus: Cpus, url: str, path: str, bodies: Path, concurrency
     threads = 1 if concurrency < 16 else 2
     cmd = cpus.wrap([wrk, f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", f"--timeout={timeout_s}s",
                      "-s", str(LUA), url, "--", str(bodies), path], "load")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + timeout_s + 30)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + timeout_s + 30, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")

@@ -44,7 +44,7 @@ def versions() -> dict[str, str]:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             out[dist] = "absent"
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
     out["wrk"] = (wrk.stdout or wrk.stderr).split("[")[0].replace("wrk", "").strip() or "?"
     return out
 
@@ -61,7 +61,7 @@ def load_snapshot() -> dict[str, Any]:
     Other engineers share this machine: a busy snapshot explains noisy or low numbers.
     """
     total0, idle0 = _cpu_times()
-    top = subprocess.run(["top", "-bn2", "-d", "1", "-w", "200"], capture_output=True, text=True).stdout
+    top = subprocess.run(["top", "-bn2", "-d", "1", "-w", "200"], capture_output=True, text=True, check=False).stdout
     total1, idle1 = _cpu_times()
     busy = 1.0 - (idle1 - idle0) / max(1, total1 - total0)
     block = top.split("\n\n")[-1].strip().splitlines()  # the second iteration's process table

@@ -117,18 +117,18 @@ def render_markdown(r: dict[str, Any], json_name: str, command: str) -> str:
         f"### {r['started_utc'][:16].replace('T', ' ')} UTC — {r['mode']} run",
         "",
         f"- Command: `{command}`; raw results: `bench/results/{json_name}`; took {r.get('elapsed_s', '?')} s.",
-        f"- Machine: {mach['nproc']} CPUs ({mach['cpu_model']}), {mach['mem_gib']} GiB, {mach['os']}, "
-        f"kernel {mach['kernel']}.",
+        (f"- Machine: {mach['nproc']} CPUs ({mach['cpu_model']}), {mach['mem_gib']} GiB, {mach['os']}, "
+         f"kernel {mach['kernel']}."),
         f"- Versions: Python {ver['python']}, litellm {ver['litellm']}, onnxruntime {ver['onnxruntime']}, "
         f"uvicorn {ver['uvicorn']}, starlette {ver['starlette']}, uvloop {ver['uvloop']}, wrk {ver['wrk']}"
         + (f"; peer: LiteLLM Proxy {ver['peer']['litellm']} (fastapi {ver['peer']['fastapi']}, "
            f"opentelemetry-sdk {ver['peer']['opentelemetry-sdk']})" if "peer" in ver else "; peer not run") + ".",
-        f"- Method: {cfg['seconds_per_run']} s per run, {cfg['repeats']} run(s) after a 1 s warm-up, median run "
-        f"by req/s shown; one gateway worker; servers under test pinned to CPU {cfg['pinning']['served_cpus']}, "
-        f"wrk and the fake upstream to CPU {cfg['pinning']['load_cpus']}; upstream latency "
-        f"{cfg['upstream_latency_ms']:g} ms; Redis cache `{cfg['redis']}`.",
-        f"- Load from other processes: load average {lb.get('loadavg')} before, {la.get('loadavg')} after; "
-        f"CPU busy {lb.get('cpu_busy_share', 0):.0%} in the second before the run.",
+        (f"- Method: {cfg['seconds_per_run']} s per run, {cfg['repeats']} run(s) after a 1 s warm-up, median run "
+         f"by req/s shown; one gateway worker; servers under test pinned to CPU {cfg['pinning']['served_cpus']}, "
+         f"wrk and the fake upstream to CPU {cfg['pinning']['load_cpus']}; upstream latency "
+         f"{cfg['upstream_latency_ms']:g} ms; Redis cache: {cfg['redis']}."),
+        (f"- Load from other processes: load average {lb.get('loadavg')} before, {la.get('loadavg')} after; "
+         f"CPU busy {lb.get('cpu_busy_share', 0):.0%} in the second before the run."),
         "",
         _row(["path (req/s, p50/p99 ms)", "req/s", "p50 ms", "p99 ms", "req/s of each run", "errors"]),
         _row(["---"] * 6),
@@ -204,8 +204,8 @@ def render_markdown(r: dict[str, Any], json_name: str, command: str) -> str:
         lines.append(_row([t["target"], meas, met, t["margin"], t["hint"]]))
     prof = r.get("profile_specialist_c8") or {}
     if prof.get("self"):
-        lines += ["", f"py-spy, specialist path c8 ({prof['samples']} samples, {prof['rps_while_profiling']:,.0f} "
-                  "req/s while sampling), top self time:", ""]
+        lines += ["", (f"py-spy, specialist path c8 ({prof['samples']} samples, {prof['rps_while_profiling']:,.0f} "
+                       "req/s while sampling), top self time:"), ""]
         for e in prof["self"][:10]:
             lines.append(f"- {e['share']:.1%} `{e['function']}`")
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ Every server is stopped at the end, also on failure.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import subprocess
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
 from . import texts
 from .load import Series, ensure_wrk, measure, run_wrk, write_bodies
@@ -30,12 +30,11 @@ from .peer import PEER_VERSION, ensure_peer_venv, peer_versions, start_peer
 from .policy import CACHED_ALIAS, ESCALATE_ROUTE, FORWARD_ALIAS, SPECIALIST_ROUTE, write_policy
 from .profile import ensure_py_spy, start_record, summarise
 from .report import RESULTS_DIR
-from .servers import REPO, Cpus, Server, start_bare, start_gateway, start_upstream
+from .servers import REPO, Cpus, Server, start_bare, start_gateway, start_redis, start_upstream
 from .stages import scrape_stages, stage_delta
 
 __all__ = ["Options", "run"]
 
-REDIS_URL = "redis://127.0.0.1:6379/14"  # the benchmark's own database; only it is flushed
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,21 +78,13 @@ def _check(client: httpx.Client, url: str, body: dict[str, object], path: str, e
     return {"status": str(r.status_code), "x-router-path": expect}
 
 
-def _flush_bench_db() -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 def _direct(cpus: Cpus, api_base: str, concurrency: int, opts: Options) -> Series:
     from .load import Measurement
 
     cmd = cpus.wrap([sys.executable, "-m", "bench.direct", "--api-base", api_base, "--concurrency",
                      str(concurrency), "--seconds", str(opts.seconds), "--repeats", str(opts.repeats),
                      "--messages", json.dumps(texts.chat_body("x")["messages"])], "served")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("DIRECTJSON ")), None)
     if line is None:
         raise RuntimeError(f"direct litellm loop failed: {proc.stderr[-2000:]}")
@@ -104,7 +95,7 @@ def _direct(cpus: Cpus, api_base: str, concurrency: int, opts: Options) -> Serie
 def _inproc(cpus: Cpus, policy: Path, quick: bool) -> dict[str, Any]:
     cmd = cpus.wrap([sys.executable, "-m", "bench.inproc", "--policy", str(policy), *(["--quick"] if quick else [])],
                     "served")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("INPROCJSON ")), None)
     if line is None:
         raise RuntimeError(f"in-process benchmarks failed: {proc.stderr[-2000:]}")
@@ -125,7 +116,8 @@ def run(opts: Options) -> dict[str, Any]:
         "load_before": load_snapshot(),
         "config": {"seconds_per_run": opts.seconds, "repeats": opts.repeats, "warmup_s": 1,
                    "pinning": {"served_cpus": cpus.served or "none", "load_cpus": cpus.load or "none"},
-                   "upstream_latency_ms": opts.upstream_latency_ms, "redis": REDIS_URL, "gateway_workers": 1,
+                   "upstream_latency_ms": opts.upstream_latency_ms, "redis": "a private redis-server on a free port",
+                   "gateway_workers": 1,
                    "peer": f"LiteLLM Proxy {PEER_VERSION}, 1 worker" if opts.peer else "skipped"},
     }
     if peer_python is not None:
@@ -151,10 +143,13 @@ def _scenarios(opts: Options, wrk: str, cpus: Cpus, work: Path, servers: list[Se
     servers.append(upstream)
     api_base = upstream.url + "/v1"
     policy = write_policy(work / "bench-policy.yaml", api_base)
-    _flush_bench_db()
+    redis_server = start_redis(work)  # the bench's own, on a free port
+    servers.append(redis_server)
+    redis_url = f"redis://127.0.0.1:{redis_server.port}/0"
+    out["redis"] = redis_url
 
     _log("starting the gateway")
-    gateway = start_gateway(work, cpus, policy, REDIS_URL)
+    gateway = start_gateway(work, cpus, policy, redis_url)
     servers.append(gateway)
     ready = gateway.wait_ready("/readyz", 60)
     out["startup_s"] = {"gateway_runs": [round(ready, 3)]}
@@ -239,8 +234,8 @@ def _scenarios(opts: Options, wrk: str, cpus: Cpus, work: Path, servers: list[Se
         _log(f"foundation path c{c}: gateway" + (" vs LiteLLM Proxy (interleaved)" if peer else ""))
         runs = {"gateway": gw_run(bodies_fwd, "/v1/chat/completions", c)}
         if peer is not None:
-            runs["litellm_proxy"] = (lambda cc, p: lambda s: run_wrk(wrk, cpus, p.url, "/v1/chat/completions",
-                                                                     bodies_fwd, cc, s))(c, peer)
+            runs["litellm_proxy"] = functools.partial(run_wrk, wrk, cpus, peer.url, "/v1/chat/completions",
+                                                      bodies_fwd, c)
         scenarios["foundation_path"][f"c{c}"] = _series(measure(runs, opts.seconds, opts.repeats))
         _log(f"foundation path c{c}: direct litellm.acompletion loop")
         scenarios["foundation_path"][f"c{c}"]["direct_litellm"] = _direct(cpus, api_base, c, opts).to_dict()
@@ -271,7 +266,7 @@ def _scenarios(opts: Options, wrk: str, cpus: Cpus, work: Path, servers: list[Se
     servers.remove(gateway)
     for i in range(opts.extra_starts):
         _log(f"cold start {i + 2}")
-        again = start_gateway(work, cpus, policy, REDIS_URL)
+        again = start_gateway(work, cpus, policy, redis_url)
         servers.append(again)
         out["startup_s"]["gateway_runs"].append(round(again.wait_ready("/readyz", 60), 3))
         again.stop()

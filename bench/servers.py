@@ -8,6 +8,7 @@ the direct-litellm loop) are pinned to CPU 0 and the load side (wrk, fake upstre
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 
 __all__ = ["REPO", "Cpus", "Server", "clean_env", "free_port", "rss_kib", "spawn", "start_bare", "start_gateway",
            "start_upstream"]
@@ -166,6 +168,23 @@ def spawn(name: str, cmd: list[str], env: dict[str, str], workdir: Path, port: i
 def clean_env() -> dict[str, str]:
     """The environment without ROUTER_* / LITELLM_* settings that would change what is measured."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "LITELLM_"))}
+
+
+def start_redis(workdir: Path, port: int | None = None) -> Server:
+    """A private ``redis-server`` on a free loopback port (nothing on disk): the bench never
+    touches the machine's own Redis."""
+    port = port or free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--dir", str(workdir)]
+    server = spawn(f"redis-{port}", cmd, clean_env(), workdir, port, workdir)
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(redis.RedisError, OSError):
+            if redis.Redis(port=port, socket_timeout=0.5).ping():
+                return server
+        if time.monotonic() > deadline:
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.05)
 
 
 def start_upstream(workdir: Path, cpus: Cpus, latency_ms: float) -> Server:

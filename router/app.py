@@ -9,6 +9,7 @@ that carries the request id and no internals.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import signal
@@ -147,6 +148,22 @@ async def _freeze_heap(gw: Gateway) -> None:
     await gw.escalator.wait_loaded()
     gc.collect()
     gc.freeze()
+    _return_free_memory()
+
+
+def _return_free_memory() -> None:
+    """Give the heap pages that start-up freed back to the OS (glibc keeps them otherwise).
+
+    Loading the specialists and importing litellm allocate and drop a lot of temporary objects;
+    glibc's malloc keeps those pages mapped, so they would count in the worker's RSS for its whole
+    life. A no-op where the C library has no ``malloc_trim`` (musl, macOS).
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 def _drain_on_signal(gw: Gateway) -> None:
