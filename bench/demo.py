@@ -1,6 +1,6 @@
 """Demo traffic for the README's report image: real labeled texts through a real gateway.
 
-`python -m bench.demo [--out docs/img/report.png]` starts the fake upstream and a gateway (the
+`python -m bench.demo [--out docs/img/report.svg]` starts the fake upstream and a gateway (the
 default policy with its aliases pointed at the upstream, in-process cache), sends the first
 texts of the shared sst2, sms_spam, banking77 and clinc150 test splits to their routes (a fifth
 of them twice, as repeated traffic), and renders `hybrid-router report` from the gateway's
@@ -29,7 +29,7 @@ TRAFFIC = {"sentiment": "sst2", "spam": "sms_spam", "banking": "banking77", "int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "report.png")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "report.svg")
     parser.add_argument("--per-route", type=int, default=600)
     args = parser.parse_args()
     upstream = Upstream().start()

@@ -22,11 +22,13 @@ import orjson
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from specialists import SpecialistSet
 
+from .access import AccessLog
 from .auth import Authenticator, check_exposure
 from .budget import BudgetTracker
 from .cache import MemoryCache, RedisCache, ResponseCache
@@ -36,6 +38,7 @@ from .errors import GatewayError, error_body, problem_body
 from .escalation import Escalator
 from .escalation_log import EscalationLog
 from .gateway import Gateway
+from .logs import configure_logging
 from .metrics import GatewayMetrics
 from .policy import load_policy
 from .pricing import PriceTable
@@ -92,10 +95,12 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
 
 def _render(request: Request, exc: GatewayError) -> Response:
     headers = {"x-request-id": request_id(request), **exc.headers()}
+    request.state.error = (exc.code, exc.message)  # for the access log line
     gw: Gateway | None = getattr(request.app.state, "gateway", None)
     if gw is not None and request.url.path.startswith("/v1/"):
         name = getattr(request.state, "route", None)
         known = name in gw.policy.policy.routes or name in gw.escalator.clients
+        request.state.route_known = name if known else "unknown"
         gw.metrics.request_errors.labels(name if known else "unknown", exc.code).inc()
     if request.url.path.startswith("/v1/"):
         return Response(orjson.dumps(error_body(exc)), status_code=exc.status, media_type="application/json",
@@ -191,7 +196,7 @@ async def _refresh_budget(gw: Gateway) -> None:
 def create_app_from_env() -> Starlette:
     """Factory for uvicorn's worker processes: each builds its own app from the environment."""
     settings = Settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
 
 
@@ -237,9 +242,11 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
             # (tests, embedding) would otherwise keep every stopped app's specialists forever.
             gc.unfreeze()
 
+    routes = build_routes(gw, settings.max_body_bytes, settings.max_batch, settings.cache_per_tenant,
+                          settings.drain_max_bytes, auth, metrics_token) + build_admin_routes(reloader, token)
     app = Starlette(
-        routes=build_routes(gw, settings.max_body_bytes, settings.max_batch, settings.cache_per_tenant,
-                            settings.drain_max_bytes, auth, metrics_token) + build_admin_routes(reloader, token),
+        routes=routes,
+        middleware=[Middleware(AccessLog, endpoints=[r.path for r in routes], sample=settings.access_log_sample)],
         exception_handlers={
             GatewayError: _on_gateway_error,
             HTTPException: _on_http_error,

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from starlette.requests import Request
 
+from .access import current
 from .budget import WindowedCounter, push_counters, refresh_counters
 from .errors import (
     AuthenticationError,
@@ -150,6 +151,9 @@ class Authenticator:
             raise AuthenticationError("API key revoked", code="invalid_api_key")
         caller = Caller(record, self._meter(record), label)
         _CALLER.set(caller)
+        ctx = current()
+        if ctx is not None:  # the access line names the key, never shows it
+            ctx.fields["key"] = record.name
         return caller
 
     def use(self, caller: Caller, kind: Literal["route", "alias"] | None = None, name: str = "",

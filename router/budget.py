@@ -16,6 +16,7 @@ limit).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from .redis_state import RedisState
 
 __all__ = ["BudgetTracker", "WindowedCounter", "push_counters", "refresh_counters"]
 
+log = logging.getLogger("router.budget")
+
+_ADJECTIVE = {"hour": "hourly", "day": "daily"}
 _MAX_PUSHES = 1024  # shared-counter updates in flight; beyond it, spend is only counted locally
 
 
@@ -150,6 +154,8 @@ class BudgetTracker:
     state: RedisState | None = None
     _counter: WindowedCounter = field(init=False)
     _pushes: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _logged: dict[str, tuple[int, float]] = field(init=False, default_factory=dict)
+    """Per window: (window index, highest share of the limit already logged: 0.8 or 1)."""
 
     def __post_init__(self) -> None:
         self._counter = WindowedCounter("budget", [("hour", 3600, self.budgets.usd_per_hour),
@@ -173,10 +179,40 @@ class BudgetTracker:
         if usd <= 0:
             return
         self._counter.add(usd, now)
+        self._log_events()
         if self.state is not None and len(self._pushes) < _MAX_PUSHES:
-            task = asyncio.get_running_loop().create_task(push_counters(self.state, [self._counter]))
+            task = asyncio.get_running_loop().create_task(self._push(self.state))
             self._pushes.add(task)
             task.add_done_callback(self._pushes.discard)
+
+    async def _push(self, state: RedisState) -> None:
+        await push_counters(state, [self._counter])
+        self._log_events()
+
+    def _log_events(self) -> None:
+        """One line when a window's spend first reaches 80% of its limit, one when it is spent
+        (what other replicas spent counts: the shared totals are part of `used`)."""
+        for w in self._counter._windows:
+            if w.limit is None:
+                continue
+            share = w.used / w.limit if w.limit > 0 else 1.0
+            index, logged = self._logged.get(w.name, (w.index, 0.0))
+            if index != w.index:
+                logged = 0.0
+            for level in (0.8, 1.0):
+                if share >= level > logged:
+                    logged = level
+                    what = "spent: escalations are refused until the window rolls over" if level == 1.0 else "80% spent"
+                    log.warning("budget %s (%s window: %.4f of %.4f USD)", what, w.name, w.used, w.limit,
+                                extra={"event": "budget_spent" if level == 1.0 else "budget_80", "window": w.name})
+            self._logged[w.name] = (w.index, logged)
+
+    def spent_cause(self) -> str:
+        """Which budget is spent, for a 503's message."""
+        self._counter.exhausted()
+        spent = [w for w in self._counter._windows if w.limit is not None and w.used >= w.limit]
+        return "; ".join(f"the {_ADJECTIVE[w.name]} foundation budget is spent ({w.used:.4f} of {w.limit:.4f} USD) "
+                         "until the window rolls over" for w in spent) or "the foundation budget is spent"
 
     async def drain(self) -> None:
         if self._pushes:
@@ -185,6 +221,7 @@ class BudgetTracker:
     async def refresh(self) -> None:
         if self.state is not None:
             await refresh_counters(self.state, [self._counter])
+            self._log_events()
 
     def snapshot(self) -> dict[str, dict[str, float | None]]:
         return self._counter.snapshot()

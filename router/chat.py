@@ -236,9 +236,9 @@ async def _foundation(
     if blocked == "alias_not_permitted":
         raise PermissionDeniedError(f"this API key may not use alias {alias!r}", param="model")
     if blocked is not None:
+        cause = gw.budget.spent_cause() if blocked == "budget_spent" else gw.escalator.unavailable_cause(alias)
         raise ServiceUnavailableError(
-            "no foundation model is available for this request"
-            + (" (budget spent)" if blocked == "budget_spent" else ""),
+            f"no foundation model is available for this request: {cause}",
             code="budget_spent" if blocked == "budget_spent" else "foundation_unavailable",
             retry_after_s=30,
         )

@@ -7,8 +7,8 @@ only when those commands run, so the serving process never loads training librar
 
 from __future__ import annotations
 
-import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +40,7 @@ def serve(
 
     import uvicorn
 
+    from .logs import configure_logging
     from .settings import Settings
 
     overrides: dict[str, Any] = {}
@@ -52,7 +53,7 @@ def serve(
     if workers is not None:
         overrides["workers"] = workers
     settings = Settings(**overrides)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     from .auth import ExposureError, check_exposure
     from .connections import uvicorn_options
 
@@ -61,8 +62,10 @@ def serve(
     except ExposureError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+    # log_config=None: uvicorn's loggers go through our handler (JSON or text), not its own.
     common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
-                              "loop": "uvloop", **uvicorn_options(settings)}
+                              "log_config": None, "loop": "uvloop", **uvicorn_options(settings)}
     if settings.workers == 1:
         from .app import create_app
 
@@ -219,15 +222,19 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="Name of the key to rev
 
 @app.command()
 def report(
-    out: Annotated[Path, typer.Option(help="Output file: .png or .html.")] = Path("report.png"),
+    out: Annotated[Path, typer.Option(help="Output file: .html (SVG and tables) or .svg.")] = Path("report.html"),
     prometheus: Annotated[str | None, typer.Option(help="Prometheus base URL to query.")] = None,
     window: Annotated[str, typer.Option(help="With --prometheus: the PromQL window, e.g. 1h, 24h.")] = "1h",
-    metrics: Annotated[str | None, typer.Option(help="A gateway's /metrics URL (totals since start).")] = None,
+    metrics: Annotated[str | None, typer.Option(
+        help="A gateway's /metrics URL (totals since start). Default, with no other source: the local gateway's "
+             "(ROUTER_HOST/ROUTER_PORT, ROUTER_METRICS_TOKEN).")] = None,
     simulation: Annotated[Path | None, typer.Option("--simulate", help="A `simulate --json` file.")] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "Hybrid Router: traffic, cost and latency by path",
 ) -> None:
-    """Render the split of traffic, cost and latency by path as a PNG or HTML report."""
+    """Render traffic, cost and latency by path and route, and each route's specialist alone /
+    foundation model alone / hybrid comparison, as an HTML page or an SVG image."""
     import httpx
+    from pydantic import ValidationError
 
     from .report import (
         from_metrics_text,
@@ -235,34 +242,68 @@ def report(
         from_simulation,
         load_simulation,
         render_html,
-        render_png,
+        render_svg,
     )
+    from .report_compare import compare, read_cards
+    from .settings import Settings
 
-    sources = [s for s in (prometheus, metrics, simulation) if s is not None]
-    if len(sources) != 1:
-        typer.echo("give exactly one of --prometheus, --metrics, --simulate", err=True)
+    if out.suffix not in (".html", ".svg"):
+        typer.echo("--out must end in .html or .svg (for a PNG: rsvg-convert report.svg > report.png)", err=True)
         raise typer.Exit(2)
+    sources = [s for s in (prometheus, metrics, simulation) if s is not None]
+    if len(sources) > 1:
+        typer.echo("give at most one of --prometheus, --metrics, --simulate", err=True)
+        raise typer.Exit(2)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        typer.echo(f"invalid ROUTER_* settings:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+    headers = {}
+    if not sources:  # the gateway `make serve` / `hybrid-router serve` runs here
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        metrics = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}/metrics"
+        if settings.metrics_token is not None:
+            headers["authorization"] = f"Bearer {settings.metrics_token.get_secret_value()}"
     try:
         if prometheus is not None:
             split = from_prometheus(prometheus, window, title)
         elif metrics is not None:
-            split = from_metrics_text(httpx.get(metrics, timeout=10).raise_for_status().text, title)
-        else:
-            assert simulation is not None
+            split = from_metrics_text(httpx.get(metrics, headers=headers, timeout=10).raise_for_status().text, title)
+        elif simulation is not None:
             split = from_simulation(load_simulation(simulation), title)
     except (httpx.HTTPError, ValueError, OSError) as exc:
         typer.echo(f"cannot read the source: {exc}", err=True)
+        if not sources:
+            typer.echo("(no source given: is the gateway running? `make serve`, or pass --metrics URL, "
+                       "--prometheus URL or --simulate FILE)", err=True)
         raise typer.Exit(2) from exc
+    if split.routes:
+        cards, why_not = read_cards(settings.policy_path, settings.specialists_dir)
+        split.comparison = compare(split.routes, split.buckets, cards)
+        if why_not is not None:
+            split.notes.append(why_not)
     if out.suffix == ".html":
         render_html(split, out)
-    elif out.suffix == ".png":
-        render_png(split, out)
     else:
-        typer.echo("--out must end in .png or .html", err=True)
-        raise typer.Exit(2)
+        out.write_text(render_svg(split))
     for row in split.rows:
         typer.echo(f"{row.path:>10}  {row.requests:>10,.0f} requests  {row.cost_usd:>12.6f} USD")
-    typer.echo(f"{'avoided':>10}  {'':>19}  {split.cost_avoided_usd:>12.6f} USD\nwritten to {out}")
+    typer.echo(f"{'avoided':>10}  {'':>19}  {split.cost_avoided_usd:>12.6f} USD")
+    for c in split.comparison:
+        usd = "" if c.usd_per_1000 is None else f"{c.usd_per_1000:.6f}"
+        acc = "" if c.accuracy is None else f"{c.accuracy:.1%} ({c.accuracy_kind})"
+        typer.echo(f"{c.route:>14}  {c.option:<16}  local {c.local_share:>6.1%}  USD/1k {usd:>10}  {acc}")
+    typer.echo(f"written to {out}")
+
+
+def _plot(draw: Callable[[], Path]) -> Path:
+    """Draw a --plot PNG; without matplotlib (the serving install) say so instead of a traceback."""
+    try:
+        return draw()
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _forward(command: str, args: list[str]) -> None:
@@ -354,7 +395,7 @@ def simulate(
     if plot is not None:
         from .report_plot import plot_sweep
 
-        typer.echo(f"plot written to {plot_sweep(sim, plot)}")
+        typer.echo(f"plot written to {_plot(lambda: plot_sweep(sim, plot))}")
 
 
 @app.command()
@@ -411,7 +452,7 @@ def tune(
     if plot is not None:
         from .report_plot import plot_sweep
 
-        typer.echo(f"plot written to {plot_sweep(sim, plot, {f'tuned {chosen.min_confidence:g}': chosen})}")
+        typer.echo(f"plot written to {_plot(lambda: plot_sweep(sim, plot, {f'tuned {chosen.min_confidence:g}': chosen}))}")
     if not write:
         typer.echo("dry run: pass --write to update the policy file")
         return

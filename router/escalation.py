@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from .access import current
 from .errors import (
     GatewayError,
     RateLimitedError,
@@ -101,13 +102,17 @@ class _Breaker:
     def allows(self) -> bool:
         return self.consecutive < self.failures or time.monotonic() >= self.open_until
 
-    def record(self, ok: bool) -> None:
+    def record(self, ok: bool) -> str | None:
+        """Count an attempt; returns "opened" or "closed" when the state changes."""
+        was_open = self.consecutive >= self.failures
         if ok:
             self.consecutive = 0
-            return
+            return "closed" if was_open else None
         self.consecutive += 1
         if self.consecutive >= self.failures:
             self.open_until = time.monotonic() + self.reset_s
+            return "opened"  # also a failed trial call after the reset time: open again
+        return None
 
 
 @dataclass
@@ -195,11 +200,14 @@ class Escalator:
         t0 = time.perf_counter()
         import litellm
 
+        from .logs import quiet_libraries
+
         litellm.suppress_debug_info = True
         # litellm's own debug and info lines quote whole requests (prompts): never below WARNING.
         for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
             logging.getLogger(name).setLevel(logging.WARNING)
         litellm.drop_params = True
+        quiet_libraries()  # litellm's import attached its own log handler (a second copy of each line)
         self._litellm = litellm
         log.info("litellm %s loaded in %.2fs", getattr(litellm, "version", "?"), time.perf_counter() - t0)
 
@@ -361,6 +369,9 @@ class Escalator:
                 errors.append(RateLimitedError(f"foundation alias {client.name!r} is at its concurrency "
                                                "limit", retry_after_s=1))
                 continue
+            ctx = current()
+            if ctx is not None:
+                ctx.alias = client.name
             try:
                 client.waiting += 1
                 try:
@@ -382,14 +393,38 @@ class Escalator:
                 errors.append(exc)  # back off, not broken
                 continue
             except GatewayError as exc:
-                client.breaker.record(ok=False)
+                self._breaker_log(client, client.breaker.record(ok=False))
                 errors.append(exc)
                 continue
-            client.breaker.record(ok=True)
+            self._breaker_log(client, client.breaker.record(ok=True))
             return result
         if not errors:
             raise ServiceUnavailableError("no foundation model is configured for this route", retry_after_s=30)
         raise _summarize(errors)
+
+    def _breaker_log(self, client: AliasClient, change: str | None) -> None:
+        if change == "opened":
+            log.warning("breaker opened: foundation alias %r refuses calls for %.0fs after %d failures in a row",
+                        client.name, client.spec.breaker_reset_s, client.breaker.consecutive,
+                        extra={"alias": client.name, "event": "breaker_opened"})
+        elif change == "closed":
+            log.warning("breaker closed: foundation alias %r answers again", client.name,
+                        extra={"alias": client.name, "event": "breaker_closed"})
+
+    def breakers_open(self) -> dict[str, bool]:
+        """Alias -> True from its breaker's opening until a call succeeds again (this process)."""
+        return {n: c.breaker.consecutive >= c.breaker.failures for n, c in self.clients.items() if c.configured}
+
+    def unavailable_cause(self, alias: str | None) -> str:
+        """Why `alias` (with its fallbacks) cannot be called now, for a 503's message."""
+        chain = self._chain(alias)
+        if not chain or not any(c.configured for c in chain):
+            return f"no foundation model is configured for alias {alias!r}"
+        waits = [c.breaker.open_until - time.monotonic() for c in chain if c.configured and not c.breaker.allows()]
+        if waits:
+            return (f"the circuit breaker of foundation alias {alias!r} is open after repeated failures "
+                    f"(retry in {max(1, round(min(waits)))} s)")
+        return f"foundation alias {alias!r} is unavailable"
 
     async def _call(self, client: AliasClient, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         if not params.keys() <= _ALLOWED:
@@ -397,6 +432,9 @@ class Escalator:
             raise TypeError(f"parameters outside the allowlist: {sorted(params.keys() - _ALLOWED)}")
         litellm = await self._lib()
         spec = client.spec
+        ctx = current()
+        # Set here only, never from the caller's parameters: the provider can match its logs to ours.
+        headers = {"x-request-id": ctx.request_id} if ctx is not None else None
         for attempt_no in range(spec.max_retries + 1):
             try:
                 async with asyncio.timeout(spec.timeout_s + 1.0):
@@ -407,7 +445,7 @@ class Escalator:
                         api_key=client.api_key or "unused",
                         timeout=spec.timeout_s,
                         num_retries=0,
-                        **params,
+                        **{**params, "extra_headers": headers},
                     )
                 self._on_outcome(client.name, "ok")
                 return resp
@@ -418,7 +456,14 @@ class Escalator:
                     log.error("bug in a call to alias %s: %s", client.name, type(exc).__name__)
                     raise
                 err, retryable = self._translate(client, exc)
-                if not retryable or attempt_no == spec.max_retries:
+                last = not retryable or attempt_no == spec.max_retries
+                # The exception's class and status only: its text can quote the upstream's body.
+                status = getattr(exc, "status_code", None)
+                log.warning("foundation call failed: alias %r, %s (%s%s)%s", client.name, err.code, type(exc).__name__,
+                            f" {status}" if status else "", "" if last else ", retrying",
+                            extra={"alias": client.name, "event": "foundation_failed", "outcome": err.code,
+                                   "attempt": attempt_no + 1})
+                if last:
                     raise err from exc
                 await asyncio.sleep(min(2.0, 0.05 * 2**attempt_no) * (0.5 + random.random()))
         raise AssertionError("unreachable")

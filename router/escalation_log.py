@@ -2,7 +2,8 @@
 
 Stream ``gw:v1:escalations`` (capped at the policy's `max_entries`, approximately). An entry holds
 route, reason, the specialist's label and confidence, the foundation's label, alias, policy and
-specialist versions and a timestamp; the input text only when the policy's
+specialist versions, the request id (as in the access log and the upstream's `x-request-id`) and
+a timestamp; the input text only when the policy's
 `escalation_log.keep_inputs` is on, and then entries older than `input_ttl_s` are trimmed. Writes
 happen off the request path and fail open; with no Redis there is no log.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from .access import current
 from .policy import EscalationLog as EscalationLogPolicy
 from .redis_state import RedisState
 
@@ -37,6 +39,8 @@ class EscalationLog:
             "alias": alias, "policy_version": policy_version, "specialist_version": specialist_version or "",
             "ts": round(time.time(), 3),
         }
+        ctx = current()
+        fields["request_id"] = ctx.request_id if ctx is not None else ""
         min_id = None
         if policy.keep_inputs:
             fields["text"] = text

@@ -288,7 +288,7 @@ class Gateway:
         async def ask() -> str:
             result = await self.escalator.classify(alias, specialist.classes, text, route.prompt)
             await self.budget.add(result.usage.cost_usd)
-            self.metrics.cost.labels("shadow", result.alias).inc(result.usage.cost_usd)
+            self.metrics.cost.labels(route_name, "shadow", result.alias).inc(result.usage.cost_usd)
             return result.label
 
         self.shadow.check(shadow, route_name, label, ask)

@@ -39,7 +39,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from .policy import Policy
 
-__all__ = ["CONTENT_TYPE_LATEST", "CUT_REASONS", "FOUNDATION_OUTCOMES", "PATHS", "STAGES", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "CUT_REASONS", "FOUNDATION_OUTCOMES", "PATHS", "SLO_ERROR_CODES", "STAGES",
+           "GatewayMetrics"]
 
 log = logging.getLogger("router.metrics")
 
@@ -57,6 +58,10 @@ LATENCY_BUCKETS = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )
 PROBABILITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
+SLO_ERROR_CODES = ("upstream_error", "upstream_refused", "upstream_timeout", "deadline_exceeded", "invalid_label",
+                   "foundation_unavailable", "specialist_unavailable", "key_store_unavailable", "internal_error")
+"""The error codes that count against the availability objective (deploy/prometheus/alerts.yml
+matches exactly these): server-side failures, not refusals such as `budget_spent`."""
 FOUNDATION_OUTCOMES = ("ok", "timeout", "rate_limited", "error", "invalid_label", "breaker_open", "queue_full")
 
 _P = "hybrid_router_"
@@ -85,6 +90,7 @@ class _ScrapeState:
     def __init__(self) -> None:
         self.budget: dict[str, dict[str, float | None]] = {}
         self.shadow_floor: float | None = None
+        self.breakers: dict[str, bool] = {}
 
     def collect(self) -> Iterator[Metric]:
         limit = GaugeMetricFamily(_P + "budget_limit_usd", "The policy's foundation budget for the window "
@@ -99,7 +105,11 @@ class _ScrapeState:
                                   "checks are on (absent otherwise).")
         if self.shadow_floor is not None:
             floor.add_metric([], self.shadow_floor)
-        yield from (limit, spent, floor)
+        breaker = GaugeMetricFamily(_P + "foundation_breaker_open", "1 while the alias's circuit breaker is open "
+                                    "(from its opening until a call succeeds again).", labels=["alias"])
+        for alias, is_open in self.breakers.items():
+            breaker.add_metric([alias], 1.0 if is_open else 0.0)
+        yield from (limit, spent, floor, breaker)
 
     def describe(self) -> Iterable[Metric]:
         return self.collect()
@@ -120,7 +130,7 @@ class GatewayMetrics:
         self._requests: dict[tuple[str, str, str], Any] = {}
         self._latency: dict[str, Any] = {}
         # labelled children by label values: `.labels()` costs ~1.5 µs a call on the request path
-        self._cost: dict[tuple[str, str], Any] = {}
+        self._cost: dict[tuple[str, str, str], Any] = {}
         self._avoided: dict[tuple[str, str], Any] = {}
         self._stages: dict[str, Any] = {}
         self._prediction_hists: dict[str, tuple[Any, Any]] = {}
@@ -135,8 +145,8 @@ class GatewayMetrics:
             _P + "stage_duration_seconds", "Time spent in one stage of a request.",
             ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
         self.cost = Counter(
-            _P + "cost_usd", "Money spent answering, by path and foundation alias ('none' off the foundation path).",
-            ["path", "alias"], registry=registry)
+            _P + "cost_usd", "Money spent answering, by route, path and foundation alias ('none' off the "
+            "foundation path).", ["route", "path", "alias"], registry=registry)
         self.cost_avoided = Counter(
             _P + "cost_avoided_usd",
             "Estimated foundation cost avoided by answering from a specialist or the cache.",
@@ -223,9 +233,9 @@ class GatewayMetrics:
             hist = self._latency[path] = self.latency.labels(path)
         hist.observe(seconds)
         if cost:
-            spent = self._cost.get((path, alias))
+            spent = self._cost.get((route, path, alias))
             if spent is None:
-                spent = self._cost[(path, alias)] = self.cost.labels(path, alias)
+                spent = self._cost[(route, path, alias)] = self.cost.labels(route, path, alias)
             spent.inc(cost)
         if avoided:
             saved = self._avoided.get(key[:2])
@@ -251,18 +261,31 @@ class GatewayMetrics:
         """Create a policy's per-route and per-alias series at 0 (after start-up and every reload),
         so that increase() sees their first event; `shadow_floor` is min_agreement when shadow
         checks are on, else None."""
+        # request_errors: the availability objective's codes too. Without them a burst of errors
+        # on a new series (say 60 within one scrape interval) is its first sample, which rate()
+        # never counts: the SLO burn alert would miss exactly the outage that created it.
         for route in routes:
             self.specialist_errors.labels(route)
             if shadow_floor is not None:
                 self.shadow_tripped.labels(route)
+            for code in SLO_ERROR_CODES:
+                self.request_errors.labels(route, code)
         for alias in aliases:
             for outcome in FOUNDATION_OUTCOMES:
                 self.foundation_calls.labels(alias, outcome)
+            for code in SLO_ERROR_CODES:
+                self.request_errors.labels(alias, code)
+        for code in SLO_ERROR_CODES:
+            self.request_errors.labels("unknown", code)
         self._state.shadow_floor = shadow_floor
 
     def prepare_policy(self, policy: Policy) -> None:
         shadow = policy.shadow
         self.prepare(policy.routes, policy.aliases, shadow.min_agreement if shadow.sample_rate > 0 else None)
+
+    def set_breakers(self, states: dict[str, bool]) -> None:
+        """Alias -> breaker open, as exported by the next scrape."""
+        self._state.breakers = states
 
     def set_budget(self, snapshot: dict[str, dict[str, float | None]]) -> None:
         """The budget windows as exported by the next scrape (a window without limit has no limit series)."""

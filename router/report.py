@@ -1,17 +1,21 @@
-"""`hybrid-router report`: the cost and latency split by path, as a PNG or HTML page.
+"""`hybrid-router report`: traffic, cost and latency by path and by route, as SVG or HTML.
 
-In: a Prometheus server (a window of its data), a gateway's own `/metrics` (totals since it
-started), or a `simulate --json` file (the policy's operating point). Out: `Split`, rendered as a
-three-panel PNG (requests, money, latency by path) or an HTML page embedding it with a table.
-For people who want the picture without Grafana. matplotlib (the `train` extra) is imported only
-when rendering.
+In: a Prometheus server (a window of its data, and its course over time), a gateway's own
+`/metrics` (totals since it started), or a `simulate --json` file (the policy's operating point).
+Out: `Split`, rendered as an SVG of up to seven panels (requests, money and latency by path;
+requests by route; cost per 1,000 requests of the specialist alone, the foundation model alone and
+the hybrid by route (`report_compare`); traffic and spend over time) or an HTML page with the SVG
+inline and the numbers as tables, the per-route comparison included. For people who want the picture without Grafana. It is
+drawn by `report_svg` with no plotting library, so it works from the serving install; values
+that span decades (money, latency) get log scales.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import math
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +25,19 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from .metrics import PATHS
+from .report_compare import Comparison, comparison_chart, comparison_html, histogram_quantile
+from .report_svg import Chart, bars, grid, lines
 
 __all__ = [
     "PathRow",
+    "RouteRow",
     "Split",
+    "Timeline",
     "from_metrics_text",
     "from_prometheus",
     "from_simulation",
     "render_html",
-    "render_png",
+    "render_svg",
 ]
 
 QUANTILES = (0.5, 0.95, 0.99)
@@ -44,11 +52,46 @@ class PathRow:
 
 
 @dataclass(slots=True)
+class RouteRow:
+    route: str
+    requests: dict[str, float] = field(default_factory=dict)
+    """Answers by path."""
+    cost_usd: float = 0.0
+    cost_by_path: dict[str, float] = field(default_factory=dict)
+    avoided_usd: float = 0.0
+    """What the route's foundation alias would have charged for the answers it did not give."""
+    shadow_agreement: float | None = None
+
+    def add_cost(self, path: str, usd: float) -> None:
+        self.cost_usd += usd
+        self.cost_by_path[path] = self.cost_by_path.get(path, 0.0) + usd
+
+    @property
+    def total(self) -> float:
+        return sum(self.requests.values())
+
+
+@dataclass(slots=True)
+class Timeline:
+    """Requests per second by path and spend in USD per hour, at `times` (unix seconds)."""
+
+    times: list[float]
+    requests_per_s: dict[str, list[float]]
+    usd_per_hour: list[float]
+
+
+@dataclass(slots=True)
 class Split:
     title: str
     rows: list[PathRow]
     cost_avoided_usd: float
     notes: list[str] = field(default_factory=list)
+    routes: list[RouteRow] = field(default_factory=list)
+    timeline: Timeline | None = None
+    buckets: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Per path: the latency histogram's cumulative (upper bound in seconds, count) buckets."""
+    comparison: list[Comparison] = field(default_factory=list)
+    """Specialist alone / foundation alone / hybrid per route (`report_compare.compare`)."""
 
     @property
     def total_requests(self) -> float:
@@ -64,45 +107,44 @@ class Split:
                           "latency_ms": {str(q): v for q, v in r.latency_ms.items()}} for r in self.rows]}
 
 
-def _quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
-    """histogram_quantile over cumulative (upper bound, count) buckets, as Prometheus does it."""
-    buckets = sorted(buckets)
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    rank = q * buckets[-1][1]
-    prev_bound, prev_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if math.isinf(bound):
-                return prev_bound
-            if count == prev_count:
-                return bound
-            return prev_bound + (bound - prev_bound) * (rank - prev_count) / (count - prev_count)
-        prev_bound, prev_count = bound, count
-    return prev_bound
-
-
 def from_metrics_text(text: str, title: str) -> Split:
     """Totals since the gateway started, from its /metrics exposition."""
     rows = {p: PathRow(p) for p in PATHS}
+    routes: dict[str, RouteRow] = {}
     buckets: dict[str, list[tuple[float, float]]] = {p: [] for p in PATHS}
     avoided = 0.0
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             path = s.labels.get("path", "")
+            route = s.labels.get("route", "")
             if s.name == "hybrid_router_requests_total" and path in rows:
                 rows[path].requests += s.value
-            elif s.name == "hybrid_router_cost_usd_total" and path in rows:
-                rows[path].cost_usd += s.value
+                per_route = routes.setdefault(route, RouteRow(route))
+                per_route.requests[path] = per_route.requests.get(path, 0.0) + s.value
+            elif s.name == "hybrid_router_cost_usd_total":
+                if path in rows:
+                    rows[path].cost_usd += s.value
+                if route:
+                    routes.setdefault(route, RouteRow(route)).add_cost(path, s.value)
             elif s.name == "hybrid_router_cost_avoided_usd_total":
                 avoided += s.value
+                if route:
+                    routes.setdefault(route, RouteRow(route)).avoided_usd += s.value
+            elif s.name == "hybrid_router_shadow_agreement" and route:
+                routes.setdefault(route, RouteRow(route)).shadow_agreement = s.value
             elif s.name == "hybrid_router_request_duration_seconds_bucket" and path in buckets:
                 buckets[path].append((float(s.labels["le"]), s.value))
     for path, row in rows.items():
         for q in QUANTILES:
-            v = _quantile(q, buckets[path])
+            v = histogram_quantile(q, buckets[path])
             row.latency_ms[q] = None if v is None else v * 1000
-    return Split(title, list(rows.values()), avoided, ["totals since the gateway started"])
+    return Split(title, list(rows.values()), avoided, ["totals since the gateway started"],
+                 _answered(routes), buckets=buckets)
+
+
+def _answered(routes: dict[str, RouteRow]) -> list[RouteRow]:
+    """Routes that answered something, busiest first (a shadow gauge alone is not a route's traffic)."""
+    return sorted((r for r in routes.values() if r.total > 0), key=lambda r: -r.total)
 
 
 def _query(client: httpx.Client, promql: str) -> list[dict[str, Any]]:
@@ -114,18 +156,45 @@ def _query(client: httpx.Client, promql: str) -> list[dict[str, Any]]:
     return list(data["data"]["result"])
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _seconds(window: str) -> float:
+    m = re.fullmatch(r"(\d+)([smhdw])", window)
+    if m is None:
+        raise ValueError(f"window {window!r}: use a number and one of s, m, h, d, w (e.g. 24h)")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
 def from_prometheus(url: str, window: str, title: str) -> Split:
     """The last `window` (a PromQL duration, e.g. 1h) of a Prometheus server's data."""
+    seconds = _seconds(window)
     rows = {p: PathRow(p) for p in PATHS}
+    routes: dict[str, RouteRow] = {}
     with httpx.Client(base_url=url.rstrip("/"), timeout=10) as client:
-        for r in _query(client, f"sum by (path) (increase(hybrid_router_requests_total[{window}]))"):
-            if r["metric"].get("path") in rows:
-                rows[r["metric"]["path"]].requests = float(r["value"][1])
-        for r in _query(client, f"sum by (path) (increase(hybrid_router_cost_usd_total[{window}]))"):
-            if r["metric"].get("path") in rows:
-                rows[r["metric"]["path"]].cost_usd = float(r["value"][1])
-        avoided = sum(float(r["value"][1]) for r in _query(
-            client, f"sum(increase(hybrid_router_cost_avoided_usd_total[{window}]))"))
+        for r in _query(client, f"sum by (route, path) (increase(hybrid_router_requests_total[{window}]))"):
+            path, route = r["metric"].get("path"), r["metric"].get("route", "")
+            if path in rows:
+                rows[path].requests += float(r["value"][1])
+                routes.setdefault(route, RouteRow(route)).requests[path] = float(r["value"][1])
+        for r in _query(client, f"sum by (route, path) (increase(hybrid_router_cost_usd_total[{window}]))"):
+            path, route = r["metric"].get("path"), r["metric"].get("route", "")
+            if path in rows:
+                rows[path].cost_usd += float(r["value"][1])
+            if route:
+                routes.setdefault(route, RouteRow(route)).add_cost(path or "", float(r["value"][1]))
+        avoided = 0.0
+        for r in _query(client, f"sum by (route) (increase(hybrid_router_cost_avoided_usd_total[{window}]))"):
+            avoided += float(r["value"][1])
+            routes.setdefault(r["metric"].get("route", ""), RouteRow(r["metric"].get("route", ""))).avoided_usd = (
+                float(r["value"][1]))
+        for r in _query(client, "max by (route) (hybrid_router_shadow_agreement)"):
+            route = r["metric"].get("route", "")
+            routes.setdefault(route, RouteRow(route)).shadow_agreement = float(r["value"][1])
+        buckets: dict[str, list[tuple[float, float]]] = {p: [] for p in PATHS}
+        for r in _query(client, f"sum by (le, path) (increase(hybrid_router_request_duration_seconds_bucket[{window}]))"):
+            if r["metric"].get("path") in buckets:
+                buckets[r["metric"]["path"]].append((float(r["metric"]["le"]), float(r["value"][1])))
         for q in QUANTILES:
             for row in rows.values():
                 row.latency_ms[q] = None
@@ -134,7 +203,36 @@ def from_prometheus(url: str, window: str, title: str) -> Split:
                 v = float(r["value"][1])
                 if r["metric"].get("path") in rows and not math.isnan(v):
                     rows[r["metric"]["path"]].latency_ms[q] = v * 1000
-    return Split(title, list(rows.values()), avoided, [f"Prometheus {url}, last {window}"])
+        timeline = _timeline(client, seconds)
+    return Split(title, list(rows.values()), avoided, [f"Prometheus {url}, last {window}"],
+                 _answered(routes), timeline, buckets)
+
+
+def _timeline(client: httpx.Client, seconds: float) -> Timeline | None:
+    """About 60 points over the window; rates over two steps (at least 30 s) so each point is smooth."""
+    end = time.time()
+    step = max(1.0, seconds / 60)
+    rng = f"{max(30, int(2 * step))}s"
+    params = {"start": end - seconds, "end": end, "step": step}
+
+    def query_range(promql: str) -> list[dict[str, Any]]:
+        r = client.get("/api/v1/query_range", params={**params, "query": promql})
+        r.raise_for_status()
+        return list(r.json()["data"]["result"])
+
+    times = [end - seconds + i * step for i in range(int(seconds // step) + 1)]
+
+    def on_grid(values: list[list[Any]]) -> list[float]:
+        got = {round(float(t), 3): float(v) for t, v in values}
+        return [got.get(round(t, 3), math.nan) for t in times]
+
+    by_path = {r["metric"].get("path", ""): r["values"] for r in query_range(
+        f"sum by (path) (rate(hybrid_router_requests_total[{rng}]))")}
+    if not by_path:
+        return None
+    spend = query_range(f"sum(rate(hybrid_router_cost_usd_total[{rng}])) * 3600")
+    return Timeline(times, {p: on_grid(by_path[p]) for p in PATHS if p in by_path},
+                    on_grid(spend[0]["values"]) if spend else [math.nan] * len(times))
 
 
 def from_simulation(data: dict[str, Any], title: str) -> Split:
@@ -156,60 +254,61 @@ def from_simulation(data: dict[str, Any], title: str) -> Split:
     return Split(title, rows, avoided, notes)
 
 
-def render_png(split: Split, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = {"specialist": "#2a9d8f", "cache": "#8ab17d", "foundation": "#e76f51", "degraded": "#e9c46a"}
+def _charts(split: Split) -> list[Chart]:
     rows = [r for r in split.rows if r.requests > 0] or split.rows
     names = [r.path for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     total = split.total_requests or 1.0
-    ax = axes[0]
-    bars = ax.bar(names, [r.requests for r in rows], color=[colors.get(n, "grey") for n in names])
-    for bar, r in zip(bars, rows, strict=True):
-        ax.annotate(f"{r.requests / total:.0%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom")
-    ax.set_title("requests by path")
-    ax = axes[1]
-    labels = [*names, "avoided"]
-    values = [r.cost_usd for r in rows] + [split.cost_avoided_usd]
-    ax.bar(labels, values, color=[colors.get(n, "grey") for n in names] + ["#264653"])
-    ax.set_title(f"USD: spent {split.total_cost:.4g}, saved {split.cost_avoided_usd:.4g}")
-    ax = axes[2]
-    width = 0.25
-    for k, q in enumerate(QUANTILES):
-        xs = [i + (k - 1) * width for i in range(len(rows))]
-        ax.bar(xs, [r.latency_ms.get(q) or 0.0 for r in rows], width, label=f"p{int(q * 100)}")
-    ax.set_xticks(range(len(rows)), names)
-    ax.set_yscale("log")
-    ax.set_ylabel("ms")
-    ax.legend()
-    ax.set_title("latency by path")
-    fig.suptitle(split.title + ("\n" + "; ".join(split.notes) if split.notes else ""), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    charts = [
+        bars("requests by path", "requests", names, {"requests": [r.requests for r in rows]},
+             labels=[f"{r.requests / total:.0%}" for r in rows]),
+        bars(f"USD: spent {split.total_cost:.4g}, avoided {split.cost_avoided_usd:.4g}", "USD",
+             [*names, "avoided"], {"USD": [r.cost_usd for r in rows] + [split.cost_avoided_usd]}, log=True),
+        bars("latency by path", "ms", names,
+             {f"p{int(q * 100)}": [r.latency_ms.get(q) or 0.0 for r in rows] for q in QUANTILES}, log=True),
+    ]
+    routes = [r for r in split.routes if r.total > 0][:8]
+    if routes:
+        charts.append(bars("requests by route and path", "requests", [r.route for r in routes],
+                           {p: [r.requests.get(p, 0.0) for r in routes] for p in PATHS
+                            if any(r.requests.get(p) for r in routes)}))
+        # With the comparison, the hybrid's cost per route is one of its three series.
+        charts.append(comparison_chart(split.comparison) or bars(
+            "cost per 1,000 requests by route", "USD", [r.route for r in routes],
+            {"cost": [1000 * r.cost_usd / r.total for r in routes]}, log=True))
+    t = split.timeline
+    if t is not None and t.times:
+        ends = (time.strftime("%H:%M", time.gmtime(t.times[0])), time.strftime("%H:%M UTC", time.gmtime(t.times[-1])))
+        charts.append(lines("requests/s by path over time", "requests/s", t.times, t.requests_per_s, ends))
+        charts.append(lines("foundation and specialist spend over time", "USD/hour", t.times,
+                            {"spend": t.usd_per_hour}, ends))
+    return charts
+
+
+def render_svg(split: Split) -> str:
+    return grid(split.title, "; ".join(split.notes), _charts(split))
 
 
 def render_html(split: Split, out: Path) -> None:
-    png = out.with_suffix(".png")
-    render_png(split, png)
-    image = base64.b64encode(png.read_bytes()).decode()
-    png.unlink()
+    """One self-contained page: the SVG inline and the numbers as tables (writes only `out`)."""
     rows = "".join(
         (f"<tr><td>{html.escape(r.path)}</td><td>{r.requests:,.0f}</td><td>{r.cost_usd:.6f}</td>")
         + "".join(f"<td>{'' if r.latency_ms.get(q) is None else f'{r.latency_ms[q]:.3f}'}</td>" for q in QUANTILES)
         + "</tr>" for r in split.rows)
+    route_rows = "".join(
+        f"<tr><td>{html.escape(r.route)}</td><td>{r.total:,.0f}</td>"
+        + "".join(f"<td>{r.requests.get(p, 0.0) / (r.total or 1):.1%}</td>" for p in PATHS)
+        + f"<td>{r.cost_usd:.6f}</td><td>{1000 * r.cost_usd / (r.total or 1):.6f}</td></tr>" for r in split.routes)
     out.write_text(
         "<!doctype html><meta charset=utf-8><title>Hybrid Router report</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:right}</style>"
         f"<h1>{html.escape(split.title)}</h1><p>{html.escape('; '.join(split.notes))}</p>"
-        f"<img alt='split by path' src='data:image/png;base64,{image}'>"
-        "<table><tr><th>path</th><th>requests</th><th>cost USD</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr>"
-        f"{rows}</table><p>cost avoided: {split.cost_avoided_usd:.6f} USD</p>")
+        f"{render_svg(split)}"
+        "<h2>By path</h2><table><tr><th>path</th><th>requests</th><th>cost USD</th><th>p50 ms</th><th>p95 ms</th>"
+        f"<th>p99 ms</th></tr>{rows}</table><p>cost avoided: {split.cost_avoided_usd:.6f} USD</p>"
+        "<h2>By route</h2><table><tr><th>route</th><th>requests</th>"
+        + "".join(f"<th>{p}</th>" for p in PATHS)
+        + f"<th>cost USD</th><th>USD per 1,000</th></tr>{route_rows}</table>"
+        + (comparison_html(split.comparison) if split.comparison else ""))
 
 
 def load_simulation(path: Path) -> dict[str, Any]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -21,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .access import current, safe_request_id
 from .auth import Authenticator, Caller
 from .chat import ChatOutcome, complete
 from .errors import AuthenticationError, InvalidRequestError, ModelNotFoundError, PayloadTooLargeError
@@ -33,22 +32,21 @@ from .schemas import ChatRequest, ClassifyRequest, FieldError
 __all__ = ["build_admin_routes", "build_routes", "request_id"]
 
 M = TypeVar("M", bound=BaseModel)
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 JSON = "application/json"
 
 
 def request_id(request: Request) -> str:
     """The caller's ``x-request-id`` if it is safe to echo, else 32 random hex digits; once per request.
 
-    Kept in ``scope["state"]`` (what ``request.state`` wraps) without building the State and
-    Headers objects, and drawn from ``os.urandom`` (a uuid4 object cost ~5x more): this runs on
+    The access-log middleware (`access.AccessLog`) picks it first; kept in ``scope["state"]``
+    (what ``request.state`` wraps) without building the State and Headers objects: this runs on
     every answer.
     """
     state = request.scope.setdefault("state", {})
     rid = state.get("request_id")
-    if rid is None:
-        given = next((v for k, v in request.scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
-        rid = state["request_id"] = given if _SAFE_ID.match(given) else os.urandom(16).hex()
+    if rid is None:  # an app built without the middleware
+        given = next((v for k, v in request.scope["headers"] if k == b"x-request-id"), None)
+        rid = state["request_id"] = safe_request_id(None if given is None else given.decode("latin-1"))
     return str(rid)
 
 
@@ -262,6 +260,11 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
                 "x-router-confidence": f"{o.confidence:.4f}", "x-router-cost-usd": f"{o.cost_usd:.8f}",
                 "x-router-policy-version": o.policy_version,
             })
+        ctx = current()
+        if ctx is not None:  # a batch has no single path: its access line counts them
+            ctx.fields["inputs"] = len(outcomes)
+            ctx.fields["paths"] = {p: sum(o.path == p for o in outcomes) for p in {o.path for o in outcomes}}
+            ctx.fields["cost_usd"] = sum(o.cost_usd for o in outcomes)
         return _json({"results": [o.to_dict() for o in outcomes], "policy_version": policy.version}, request,
                      headers={"x-router-route": req.task, "x-router-policy-version": policy.version})
 
@@ -360,6 +363,7 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
             raise AuthenticationError("missing or wrong metrics token (ROUTER_METRICS_TOKEN)",
                                       code="invalid_metrics_token")
         gw.metrics.set_budget(gw.budget.snapshot())
+        gw.metrics.set_breakers(gw.escalator.breakers_open())
         return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return [

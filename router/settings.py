@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -162,6 +162,10 @@ class Settings(BaseSettings):
             raise ValueError("ROUTER_POLICY_SIGNING_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] | None = None
+    """`json`: one JSON object per line; `text`: readable lines; unset: JSON unless stderr is a terminal."""
+    access_log_sample: float = Field(1.0, ge=0, le=1)
+    """Share of successful requests that get an access log line (errors always do)."""
     workers: int = Field(1, ge=1, le=64)
     """Worker processes (uvicorn). With more than one, metrics use prometheus multiprocess mode."""
     metrics_dir: Path | None = None

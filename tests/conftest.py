@@ -74,6 +74,7 @@ def upstream_server() -> Iterator[Upstream]:
 @pytest.fixture
 def upstream(upstream_server: Upstream) -> Upstream:
     upstream_server.received.clear()
+    upstream_server.received_headers.clear()
     return upstream_server
 
 

@@ -20,7 +20,7 @@ The requested model name picks the behaviour:
 
 A classification answer is the label written in the text as ``[[label:X]]`` if present, else the
 first label of the JSON-schema enum or of the prompt's label list. Every request body is kept in
-`Upstream.received`. Run standalone: ``python tests/fake_upstream.py [--host 127.0.0.1] --port 9100 [--latency-ms 0]``.
+`Upstream.received`, and its headers (names lower-cased) in `Upstream.received_headers`. Run standalone: ``python tests/fake_upstream.py [--host 127.0.0.1] --port 9100 [--latency-ms 0]``.
 """
 
 from __future__ import annotations
@@ -145,12 +145,15 @@ async def _hang(request: Request, hang_s: float) -> None:
 
 
 def create_upstream_app(received: list[dict[str, Any]], latency_s: float = 0.0, slow_s: float = 2.0,
-                        hang_s: float = 600.0, seed: int | None = None) -> Starlette:
+                        hang_s: float = 600.0, seed: int | None = None,
+                        received_headers: list[dict[str, str]] | None = None) -> Starlette:
     rng = random.Random(seed)
 
     async def completions(request: Request) -> Response:
         body = orjson.loads(await request.body())
         received.append(body)
+        if received_headers is not None:
+            received_headers.append(dict(request.headers))
         model = str(body.get("model", ""))
         if latency_s:
             await asyncio.sleep(latency_s)
@@ -245,7 +248,9 @@ class Upstream(ServerThread):
     def __init__(self, latency_s: float = 0.0, slow_s: float = 2.0, port: int = 0, hang_s: float = 600.0,
                  seed: int | None = None) -> None:
         self.received: list[dict[str, Any]] = []
-        super().__init__(create_upstream_app(self.received, latency_s, slow_s, hang_s, seed), port=port,
+        self.received_headers: list[dict[str, str]] = []
+        super().__init__(create_upstream_app(self.received, latency_s, slow_s, hang_s, seed, self.received_headers),
+                         port=port,
                          lifespan="off")
         self.api_base = f"{self.url}/v1"
 

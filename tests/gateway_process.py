@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,16 +25,23 @@ class GatewayProcess:
     def __init__(self, policy: Path, env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # stderr to a file, not a pipe: one access line per request would fill a pipe nobody reads
+        # until stop(), and the gateway would block writing its log.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        self._final_err = ""
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "router", "serve", "--port", str(self.port), "--policy", str(policy)],
-            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=self._stderr)
+
+    def _err(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
 
     def wait_ready(self, timeout_s: float = 90) -> GatewayProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode() if self._proc.stderr else ""
-                raise RuntimeError(f"gateway exited: {err[-3000:]}")
+                raise RuntimeError(f"gateway exited: {self._err()[-3000:]}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
                     return self
@@ -55,10 +63,15 @@ class GatewayProcess:
         return self._proc.wait(timeout=timeout_s)
 
     def stop(self) -> str:
+        """Stop the process and return its stderr; again (a fixture after the test), the same text."""
+        if self._stderr.closed:
+            return self._final_err
         self._proc.terminate()
         try:
-            _, err = self._proc.communicate(timeout=20)
+            self._proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self._proc.kill()
-            _, err = self._proc.communicate()
-        return err.decode(errors="replace")
+            self._proc.wait()
+        self._final_err = self._err()
+        self._stderr.close()
+        return self._final_err

@@ -59,12 +59,16 @@ def _chat(client: httpx.Client, paths: Counter[str], model: str, text: str, stre
     paths[r.headers.get("x-router-path", "none")] += 1
 
 
-def send_traffic(base_url: str, routes: Collection[str], rounds: int = 3, pause_s: float = 0.0) -> Counter[str]:
+def send_traffic(base_url: str, routes: Collection[str], rounds: int = 3, pause_s: float = 0.0,
+                 broken: bool = True, first_round: int = 0) -> Counter[str]:
     """Send `rounds` passes of scripted requests (30 answers a pass, more when the chat, auto and
-    other classification routes exist), pausing `pause_s` seconds after each pass."""
+    other classification routes exist), pausing `pause_s` seconds after each pass. `broken=False`
+    leaves out the route whose alias fails: healthy traffic only. Texts that carry the round
+    number (novel inputs, streamed chat) are new in every round from `first_round` on, so each
+    pass escalates some requests instead of answering everything from the cache."""
     paths: Counter[str] = Counter()
     with httpx.Client(base_url=base_url, timeout=30) as client:
-        for n in range(rounds):
+        for n in range(first_round, first_round + rounds):
             for text in _POSITIVE + _NEGATIVE:
                 _classify(client, paths, "sentiment", text)
             # Same unsure texts every round: escalated in round 0, then answered from the cache.
@@ -73,13 +77,16 @@ def send_traffic(base_url: str, routes: Collection[str], rounds: int = 3, pause_
             for text in _NOVEL:
                 _classify(client, paths, "sentiment", f"{text} {n}")
             _classify(client, paths, "sentiment", _POSITIVE + _UNSURE)
-            for text in _UNSURE + _NOVEL:
+            for text in (_UNSURE + _NOVEL) if broken else []:
                 _classify(client, paths, BROKEN_ROUTE, f"{text} round {n}")
             # The OpenAI API: a classification route, a foundation alias named directly, streaming.
             for text in _POSITIVE[:2] + _UNSURE[:2]:
                 _chat(client, paths, "sentiment", text)
             _chat(client, paths, "cheap", "say hello")  # repeated each round: cached after the first
             _chat(client, paths, "cheap", f"say hello in language number {n}", stream=True)
+            # A client error (unknown task) each round: the error panels have something to show.
+            paths["client_error"] += client.post("/v1/classify", json={"task": "no_such_task", "input": "x"}
+                                                 ).status_code == 404
             if "support" in routes:
                 for text in _CHAT_SUPPORT:
                     _chat(client, paths, "support", text)

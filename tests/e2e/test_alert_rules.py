@@ -103,3 +103,17 @@ def test_every_alert_has_annotations_with_its_value_and_a_runbook_section() -> N
         elif "Check first:" not in body or len(re.findall(r"^\d\. ", body, flags=re.MULTILINE)) < 3 or "Mitigate" not in body:
             problems.append(f"{name}: its runbook section needs three checks and a mitigation")
     assert not problems, "\n".join(problems)
+
+
+def test_the_availability_objective_counts_exactly_the_codes_the_gateway_creates_at_zero() -> None:
+    """The gateway creates `request_errors{code}` at 0 for these codes (so rate() sees a first
+    burst); a code the rules count but the gateway does not create would miss that burst."""
+    from router.metrics import SLO_ERROR_CODES
+
+    doc = yaml.safe_load(ALERTS_YML.read_text())
+    exprs = [r["expr"] for g in doc["groups"] for r in g["rules"] if r.get("record", "").startswith(
+        "hybrid_router:slo_errors:")]
+    assert len(exprs) == 4
+    for expr in exprs:
+        (codes,) = set(re.findall(r'hybrid_router_request_errors_total\{code=~"([^"]+)"\}', expr))
+        assert sorted(codes.split("|")) == sorted(SLO_ERROR_CODES), expr

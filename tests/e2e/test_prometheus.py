@@ -53,7 +53,7 @@ DATASOURCE_UID = "prometheus"
 JOB = "hybrid-router"
 # What the dashboard's variables stand for in this test: every route, and windows that hold
 # enough 1-second scrapes of a run that lasts a few seconds.
-SUBSTITUTIONS = {"route": ".*", "__rate_interval": "1m", "__interval": "1s", "__range": "5m",
+SUBSTITUTIONS = {"route": ".*", "alias": ".*", "instance": ".*", "__rate_interval": "1m", "__interval": "1s", "__range": "5m",
                  "__range_s": "300", "__interval_ms": "1000"}
 _VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 _METRIC = re.compile(r"\bhybrid_router_\w+")
@@ -218,14 +218,19 @@ def test_promtool_accepts_config_and_rules() -> None:
 class _Prometheus:
     """A prometheus process on a free loopback port with its data in a temp directory."""
 
-    def __init__(self, binary: str, workdir: Path, target: str) -> None:
+    def __init__(self, binary: str, workdir: Path, target: str, rules: Path = ALERTS_YML,
+                 alertmanager: str | None = None) -> None:
         config = yaml.safe_load(PROMETHEUS_YML.read_text())
         (job,) = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
         job.pop("dns_sd_configs", None)  # the compose stack's service discovery; here one local target
         job.update(scrape_interval="1s", scrape_timeout="1s", static_configs=[{"targets": [target]}])
         config["scrape_configs"] = [job]
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-        config["rule_files"] = [str(ALERTS_YML)]
+        config["rule_files"] = [str(rules)]
+        if alertmanager is None:
+            del config["alerting"]
+        else:
+            config["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}]
         path = workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))
         self.url = f"http://127.0.0.1:{_free_port()}"
@@ -295,6 +300,7 @@ def gateway(write_policy: Callable[..., Path], make_settings: Callable[..., Sett
         broken = dict(doc["routes"]["sentiment"])
         broken["escalate_to"] = "broken"
         doc["routes"][BROKEN_ROUTE] = broken
+        doc["budgets"]["usd_per_day"] = 100.0  # the budget panel
 
     policy = write_policy(edit=edit)
     routes = set(yaml.safe_load(policy.read_text())["routes"])
@@ -359,12 +365,20 @@ def test_dashboard_and_alert_queries_against_live_prometheus(
                     failures.append(f"annotation {ann['name']!r}: {body.get('error')}")
                 elif not body["data"]["result"]:
                     failures.append(f"annotation {ann['name']!r}: nothing marked after a policy reload")
+        expected_values = {"route": {"sentiment", BROKEN_ROUTE}, "alias": {"cheap", "broken"},
+                           "instance": {server.url.removeprefix("http://")}}
         for var in dash["templating"]["list"]:
             m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", var["definition"])
             assert m, f"variable {var['name']}: unexpected query {var['definition']!r}"
             found = prom.http.get(f"/api/v1/label/{m.group(2)}/values", params={"match[]": m.group(1)}).json()
-            if not set(found["data"]) >= {"sentiment", BROKEN_ROUTE}:
+            if not set(found["data"]) >= expected_values[var["name"]]:
                 failures.append(f"variable {var['name']}: values {found['data']}")
+        # Escalation share is a share for every route kind, auto and passthrough included.
+        (share,) = [t["expr"] for p in _panels(dash) for t in p.get("targets", [])
+                    if p["title"] == "Answers needing the foundation model, by route"]
+        shares = prom.values(_substitute(share))
+        if not shares or max(shares.values()) > 1:
+            failures.append(f"escalation share out of 0..1: {shares}")
 
         for rule in _alert_rules():
             body = prom.query(rule["expr"])
@@ -382,12 +396,15 @@ def test_dashboard_and_alert_queries_against_live_prometheus(
         assert not failures, "\n".join(failures)
 
         # `hybrid-router report` reads the same split from Prometheus and renders it.
-        out = tmp_path / "report.png"
+        out = tmp_path / "report.svg"
         with pytest.raises(SystemExit) as done:
             cli_main(["report", "--prometheus", prom.url, "--window", "5m", "--out", str(out)])
         assert done.value.code in (0, None)
-        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "requests/s by path over time" in out.read_text()
         split = from_prometheus(prom.url, "5m", "t")
+        assert split.timeline is not None and any(
+            v > 0 for series in split.timeline.requests_per_s.values() for v in series if not math.isnan(v))
+        assert {r.route for r in split.routes} >= {"sentiment", BROKEN_ROUTE}
         by_path = {r.path: r.requests for r in split.rows}
         assert {k for k, v in by_path.items() if v > 0} == {"specialist", "foundation", "cache", "degraded"}
         assert split.rows[0].latency_ms[0.5] is not None

@@ -43,7 +43,7 @@ def test_two_workers_report_every_request(write_policy: Callable[..., Path], red
     gw = GatewayProcess(write_policy(edit=edit), {"ROUTER_WORKERS": "2", "ROUTER_REDIS__URL": redis_url,
                                                   "ROUTER_METRICS_DIR": str(metrics_dir)})
     try:
-        gw.wait_ready()
+        gw.wait_ready(timeout_s=180)  # two workers load the specialists; slow on a busy machine
         sent = 300
         with httpx.Client(base_url=gw.url, timeout=10) as client, concurrent.futures.ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(lambda i: client.post(

@@ -76,7 +76,7 @@ async def test_unsure_input_escalates_then_repeats_from_cache(
     assert len(upstream.received) == 1
     assert sample(registry, "hybrid_router_requests_total", route="sentiment", path="cache", reason="cache_hit") == 1
     assert sample(registry, "hybrid_router_escalations_total", route="sentiment", reason="low_confidence") == 1
-    assert sample(registry, "hybrid_router_cost_usd_total", path="foundation", alias="cheap") > 0
+    assert sample(registry, "hybrid_router_cost_usd_total", route="sentiment", path="foundation", alias="cheap") > 0
 
 
 async def test_without_foundation_model_low_confidence_is_degraded(
@@ -231,8 +231,8 @@ async def test_metrics_endpoint_shows_paths_latency_and_cost(
     text = (await client.get("/metrics")).text
     assert 'hybrid_router_requests_total{path="cache",reason="cache_hit",route="sentiment"} 1.0' in text
     assert 'hybrid_router_request_duration_seconds_bucket{le="5e-05",path="cache"}' in text
-    assert 'hybrid_router_cost_usd_total{alias="none",path="specialist"}' in text or \
-        'hybrid_router_cost_usd_total{alias="cheap",path="foundation"}' in text
+    assert 'hybrid_router_cost_usd_total{alias="none",path="specialist",route="sentiment"}' in text or \
+        'hybrid_router_cost_usd_total{alias="cheap",path="foundation",route="sentiment"}' in text
 
 
 async def test_in_process_cache_when_no_redis(

@@ -353,3 +353,21 @@ async def test_no_key_reaches_redis_metrics_or_logs(
         assert secret_part not in metrics and secret_part not in logs
     # Nor the prompt (escalated: it went through litellm), even with logging at DEBUG.
     assert UNSURE.encode() not in stored and UNSURE not in metrics and UNSURE not in logs
+
+
+async def test_the_access_line_names_the_key_and_never_shows_it(
+    auth_settings: Callable[..., Settings], client_for: Any, keys_env: dict[str, str | None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = keys_cli(keys_env, "create", "--name", "team-a")
+    client = client_for(auth_settings(edit=lambda doc: None))
+    with caplog.at_level(logging.INFO, logger="router.access"):
+        ok = await client.post("/v1/classify", json={"task": "sentiment", "input": POSITIVE},
+                               headers={**bearer(key), "x-request-id": "keyed-1"})
+        refused = await client.post("/v1/classify", json={"task": "sentiment", "input": POSITIVE},
+                                    headers={**bearer(key + "x"), "x-request-id": "keyed-2"})
+    assert (ok.status_code, refused.status_code) == (200, 401)
+    lines = {r.request_id: r for r in caplog.records if r.name == "router.access"}  # type: ignore[attr-defined]
+    assert lines["keyed-1"].key == "team-a" and lines["keyed-1"].status == 200  # type: ignore[attr-defined]
+    assert not hasattr(lines["keyed-2"], "key") and lines["keyed-2"].error == "invalid_api_key"  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if key[3:] in str(vars(r))], "a key reached a log record"

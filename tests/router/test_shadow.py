@@ -41,7 +41,7 @@ async def test_agreeing_foundation_keeps_the_route_served_by_the_specialist(
         await _drain(client)
     assert registry.get_sample_value("hybrid_router_shadow_checks_total", {"route": "sentiment", "outcome": "agree"}) == 12
     assert registry.get_sample_value("hybrid_router_shadow_agreement", {"route": "sentiment"}) == 1.0
-    assert registry.get_sample_value("hybrid_router_cost_usd_total", {"path": "shadow", "alias": "cheap"}) > 0
+    assert registry.get_sample_value("hybrid_router_cost_usd_total", {"route": "sentiment", "path": "shadow", "alias": "cheap"}) > 0
 
 
 async def test_drift_escalates_the_route_until_reset(
