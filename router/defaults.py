@@ -54,10 +54,10 @@ class Choice:
 
     @property
     def comment(self) -> str:
-        how = "cheapest with hybrid >= max(specialist, FM)" if self.met else "no threshold reaches max(specialist, FM): most accurate"
-        return (f"router.defaults on dev ({self.dev_rows} rows), FM {self.foundation_accuracy:.0%} as {PRICE_AS}: "
-                f"{how}; hybrid {100 * self.point.accuracy:.2f}% vs specialist "
-                f"{100 * self.specialist_accuracy:.2f}%, escalates {100 * self.point.escalated_share:.1f}%")
+        how = "cheapest reaching" if self.met else "none reaches; most accurate vs"
+        return (f"router.defaults, dev {self.dev_rows} rows, FM {self.foundation_accuracy:.0%} as {PRICE_AS}: {how} "
+                f"max(specialist, FM); hybrid {100 * self.point.accuracy:.2f}% (specialist "
+                f"{100 * self.specialist_accuracy:.2f}%), escalates {100 * self.point.escalated_share:.1f}%")
 
 
 def dev_split(specialist: str, root: Path) -> Split:
