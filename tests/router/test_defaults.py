@@ -34,7 +34,8 @@ def test_write_then_check_round_trip(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     shutil.copy(DEFAULT_POLICY, policy)
     text = policy.read_text(encoding="utf-8")
-    policy.write_text(text.replace("min_confidence:", "min_confidence: 0.01 #", 1), encoding="utf-8")
+    policy.write_text(text.replace("\n    min_confidence:", "\n    min_confidence: 0.01 #", 1), encoding="utf-8")
+    assert load_policy(policy).policy.routes["sentiment"].min_confidence == 0.01
     assert main(["--policy", str(policy), "--data-root", str(SHARED_DATA), "--check"]) == 1
     assert main(["--policy", str(policy), "--data-root", str(SHARED_DATA)]) == 0
     assert main(["--policy", str(policy), "--data-root", str(SHARED_DATA), "--check"]) == 0
