@@ -63,9 +63,13 @@ def _yaml() -> YAML:
 
 
 def write_threshold(
-    path: Path, route: str, value: float, specialist_classes: Mapping[str, tuple[str, ...]] | None = None
+    path: Path, route: str, value: float, specialist_classes: Mapping[str, tuple[str, ...]] | None = None,
+    comment: str | None = None,
 ) -> LoadedPolicy:
-    """Set `routes.<route>.min_confidence` in `path`; returns the re-loaded, validated policy."""
+    """Set `routes.<route>.min_confidence` in `path`; returns the re-loaded, validated policy.
+
+    `comment`, when given, becomes (or replaces) the end-of-line comment of that key.
+    """
     text = read_policy_text(path)
     parse_policy(text, str(path))  # the parsing limits (size, no anchors/aliases) before building anything
     yaml = _yaml()
@@ -81,6 +85,8 @@ def write_threshold(
         keys = list(node)
         at = keys.index("specialist") + 1 if "specialist" in keys else len(keys)
         node.insert(at, "min_confidence", new)
+    if comment is not None:
+        node.yaml_add_eol_comment(comment, "min_confidence")
     buf = io.StringIO()
     yaml.dump(doc, buf)
     out = buf.getvalue()

@@ -56,6 +56,7 @@ def render_card(m: dict[str, Any]) -> str:
         f"- **License:** {src.get('license', 'n/a')}",
         f"- **Citation:** {src.get('citation', 'n/a')}",
         f"- **Splits used:** {src.get('splits', 'n/a')}",
+        f"- **Held-out protocol:** {src.get('protocol', 'not recorded')}",
         "",
         "## Metrics (test split, exported ONNX model)",
         "",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m specialists.training {train,build,eval}``."""
+"""Command line: ``python -m specialists.training {train,build,select,eval}``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--data-root", type=Path)
     b.add_argument("--only", nargs="+")
     b.add_argument("--out", type=Path, default=REPO_ROOT / "specialists" / "bundled")
+    s = sub.add_parser("select", help="choose the bundled recipes on dev splits -> selection.json")
+    s.add_argument("--data-root", type=Path)
+    s.add_argument("--only", nargs="+")
     e = sub.add_parser("eval", help="evaluate specialists on their test splits, write plots")
     e.add_argument("--dir", type=Path, default=REPO_ROOT / "specialists" / "bundled")
     e.add_argument("--data-root", type=Path)
@@ -105,6 +108,23 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _select(args: argparse.Namespace) -> int:
+    from specialists.training.recipes import BUNDLED
+    from specialists.training.select import write_selection
+
+    root = default_data_root(args.data_root)
+    if not root.is_dir():
+        print(f"data root {root} not found (use --data-root or HYBRID_ROUTER_DATA)", file=sys.stderr)
+        return 2
+    names = args.only or list(BUNDLED)
+    unknown = [n for n in names if n not in BUNDLED]
+    if unknown:
+        print(f"unknown specialist(s): {', '.join(unknown)}; known: {', '.join(BUNDLED)}", file=sys.stderr)
+        return 2
+    write_selection(names, root)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from specialists.training.report import evaluate_dir
 
@@ -116,7 +136,7 @@ def _eval(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point (also used by ``hybrid-router train|eval|specialists-build``)."""
     args = _parser().parse_args(argv)
-    handler = {"train": _train, "build": _build, "eval": _eval}[args.command]
+    handler = {"train": _train, "build": _build, "select": _select, "eval": _eval}[args.command]
     return handler(args)
 
 

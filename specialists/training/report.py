@@ -11,7 +11,8 @@ import numpy as np
 from specialists.runtime import Specialist, SpecialistSet
 from specialists.training import evaluate
 from specialists.training.data import Split, load_split, merge
-from specialists.training.recipes import BUNDLED, test_splits
+from specialists.training.recipes import BUNDLED
+from specialists.training.splits import dataset_splits
 
 __all__ = ["evaluate_dir", "format_table"]
 
@@ -36,7 +37,7 @@ _COLUMNS = (
 def _test_split(spec: Specialist, data_root: Path) -> Split | None:
     """The test split named in the manifest: bundled recipe or the custom ``--test`` file."""
     if spec.name in BUNDLED and data_root.is_dir():
-        s = test_splits(spec.name, data_root)
+        s = dataset_splits(spec.name, data_root)
         return merge(s["test"], s["oos_test"]) if "oos_test" in s else s["test"]
     splits = str(spec.manifest.source.get("splits", ""))
     for part in splits.split():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,22 +10,22 @@ import orjson
 import pytest
 
 from router.cli import main
+from router.defaults import dev_split
 from router.policy import load_policy
 from tests.conftest import ROOT, SHARED_DATA, requires_shared_data
 
 pytestmark = [pytest.mark.shared_data, requires_shared_data()]
 
-# route -> (evaluation file, tuning file): thresholds are tuned on a dev split, or the train split
-# where the dataset has no dev split; never on test (read here only to report). ag_news ships a
-# test file only, so topic is simulated but not tuned.
-DATA: dict[str, tuple[str, str | None]] = {
-    "sentiment": ("sst2/test.jsonl", "sst2/dev.jsonl"),
-    "spam": ("sms_spam/test.jsonl", "sms_spam/train.jsonl"),
-    "intent": ("clinc150/test.jsonl", "clinc150/dev.jsonl"),
-    "banking": ("banking77/test.jsonl", "banking77/train.jsonl"),
-    "question_type": ("trec/test.jsonl", "trec/train.jsonl"),
-    "request_type": ("dolly/test.jsonl", "dolly/dev.jsonl"),
-    "topic": ("ag_news/test.jsonl", None),
+# route -> evaluation file (simulated to report). Thresholds are tuned on the specialist's dev split
+# (shipped, or carved from train: specialists.training.splits), never on test.
+DATA: dict[str, str] = {
+    "sentiment": "sst2/test.jsonl",
+    "spam": "sms_spam/test.jsonl",
+    "intent": "clinc150/test.jsonl",
+    "banking": "banking77/test.jsonl",
+    "question_type": "trec/test.jsonl",
+    "request_type": "dolly/test.jsonl",
+    "topic": "ag_news/test.jsonl",
 }
 
 
@@ -36,7 +37,7 @@ def run(args: list[str]) -> int:
 
 @pytest.mark.parametrize("route", sorted(DATA))
 def test_simulate_and_tune_every_bundled_route(route: str, tmp_path: Path) -> None:
-    test_file, dev_file = DATA[route]
+    test_file = DATA[route]
     out = tmp_path / "sim.json"
     assert run(["simulate", "--route", route, "--data", str(SHARED_DATA / test_file), "--limit", "1500",
                 "--foundation-accuracy", "0.95", "--json", str(out)]) == 0
@@ -45,11 +46,13 @@ def test_simulate_and_tune_every_bundled_route(route: str, tmp_path: Path) -> No
     assert point["specialist_share"] + point["escalated_share"] == pytest.approx(1.0)
     assert 0.5 < point["accuracy"] <= 1.0
     assert sim["decide_checked_rows"] == sim["rows"]
-    if dev_file is None:
-        return
+    dev = dev_split(route, SHARED_DATA)
+    dev_file = tmp_path / "dev.jsonl"
+    dev_file.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(dev.texts, dev.labels)),
+                        encoding="utf-8")
     policy = tmp_path / "policy.yaml"
     shutil.copy(ROOT / "policies" / "default.yaml", policy)
-    assert run(["tune", "--route", route, "--policy", str(policy), "--data", str(SHARED_DATA / dev_file),
+    assert run(["tune", "--route", route, "--policy", str(policy), "--data", str(dev_file),
                 "--limit", "1500", "--target-accuracy", "0.9", "--foundation-accuracy", "0.95", "--write"]) == 0
     tuned = load_policy(policy).policy.routes[route]
     assert 0.0 <= tuned.min_confidence <= 1.0

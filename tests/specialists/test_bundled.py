@@ -51,10 +51,10 @@ def test_accuracy_and_parity_on_test_split(name: str) -> None:
             f"../shared/data not present: {DATA_ROOT} missing, cannot re-measure {name} on its test split"
         )
     from specialists.training.data import merge
-    from specialists.training.recipes import test_splits
+    from specialists.training.splits import dataset_splits
 
     spec = load_specialists()[name]
-    splits = test_splits(name, DATA_ROOT)
+    splits = dataset_splits(name, DATA_ROOT)
     test = merge(splits["test"], splits["oos_test"]) if "oos_test" in splits else splits["test"]
     preds = spec.predict(test.texts)
     accuracy = float(np.mean([p.label == y for p, y in zip(preds, test.labels)]))
@@ -72,3 +72,18 @@ def test_accuracy_and_parity_on_test_split(name: str) -> None:
         got = np.array([[p.probabilities[c] for c in spec.classes] for p in preds])
         assert (ref.argmax(axis=1) == got.argmax(axis=1)).all()
         assert float(np.abs(ref - got).max()) <= 1e-6
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_built_with_the_recipe_selected_on_dev(name: str) -> None:
+    """The committed model was built from selection.json's choice, and its card states the protocol."""
+    from specialists.training.recipes import load_selection, recipe_config
+
+    selected = load_selection()[name]
+    manifest = json.loads((BUNDLED_DIR / name / "manifest.json").read_text())
+    expected = json.loads(json.dumps(recipe_config(name, selected["overrides"]).as_dict()))
+    assert manifest["trained_with"]["config"] == expected
+    assert all(c["dev_accuracy"] <= selected["dev_accuracy"] for c in selected["candidates"])
+    assert "chosen by `python -m specialists.training select`" in manifest["source"]["protocol"]
+    card = (BUNDLED_DIR / name / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "**Held-out protocol:**" in card and "test split is read once" in card

@@ -1,0 +1,134 @@
+"""Default `min_confidence` of the bundled classification routes, chosen by cost and accuracy on dev data.
+
+For each classification route of the policy whose specialist is bundled, on that specialist's
+*dev* split (never test; `specialists.training.splits`): simulate the route against an assumed
+foundation model (`FOUNDATION_ACCURACY`, priced as `PRICE_AS`) with the `simulate` machinery, and
+let `tune.choose_threshold` pick the cheapest threshold whose hybrid accuracy is at least that of
+the better of specialist alone and foundation alone. When no swept threshold reaches it, the most
+accurate point is taken (cheapest among equals) and the comment says so. Each chosen value is
+written back with `tune.write_threshold`, with an end-of-line comment stating how it was chosen.
+
+    python -m router.defaults            # write policies/default.yaml
+    python -m router.defaults --check    # exit 1 if the file differs from what would be written
+
+Offline tool: reads ../shared/data (or --data-root / $HYBRID_ROUTER_DATA); never imported by the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from specialists import SpecialistSet
+from specialists.training.data import REPO_ROOT, Split, default_data_root, merge
+from specialists.training.splits import DATASETS, dataset_splits
+
+from ._offline import OfflineRequest, checked_classes, run_offline
+from .policy import ClassifyRoute, load_policy
+from .simulate import Simulation, SweepPoint, predict_all
+from .tune import choose_threshold, render_threshold, write_threshold
+
+__all__ = ["FOUNDATION_ACCURACY", "PRICE_AS", "Choice", "choose_defaults", "main"]
+
+FOUNDATION_ACCURACY = 0.97
+PRICE_AS = "gpt-4o-mini"
+SWEEP = "0:0.99:0.01"
+DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    route: str
+    dev_rows: int
+    specialist_accuracy: float
+    foundation_accuracy: float
+    point: SweepPoint
+    met: bool
+    """False when no swept threshold reached the target (the most accurate point was taken)."""
+
+    @property
+    def comment(self) -> str:
+        how = "cheapest reaching" if self.met else "none reaches; most accurate vs"
+        return (f"router.defaults, dev {self.dev_rows} rows, FM {self.foundation_accuracy:.0%} as {PRICE_AS}: {how} "
+                f"max(specialist, FM); hybrid {100 * self.point.accuracy:.2f}% (specialist "
+                f"{100 * self.specialist_accuracy:.2f}%), escalates {100 * self.point.escalated_share:.1f}%")
+
+
+def dev_split(specialist: str, root: Path) -> Split:
+    """The dev rows a route is tuned on (intent: dev + oos_dev at dev's own mix)."""
+    s = dataset_splits(specialist, root)
+    return merge(s["dev"], s["oos_dev"]) if "oos_dev" in s else s["dev"]
+
+
+def _choose(sim: Simulation, specialist_accuracy: float) -> tuple[SweepPoint, bool]:
+    target = max(specialist_accuracy, sim.all_foundation.accuracy)
+    chosen = choose_threshold(sim, target)
+    if chosen is not None:
+        return chosen, True
+    best = max(p.accuracy for p in sim.points)
+    return min((p for p in sim.points if p.accuracy == best), key=lambda p: (p.cost_usd, p.min_confidence)), False
+
+
+def choose_defaults(policy_path: Path, data_root: Path, specialists_dir: Path,
+                    foundation_accuracy: float = FOUNDATION_ACCURACY) -> list[Choice]:
+    """One `Choice` per classification route whose specialist is bundled and has a dataset."""
+    specialists = SpecialistSet.load(specialists_dir)
+    policy = load_policy(policy_path).policy
+    choices = []
+    with tempfile.TemporaryDirectory(prefix="router-defaults-") as tmp:
+        for name, route in policy.routes.items():
+            if not isinstance(route, ClassifyRoute) or route.specialist not in DATASETS:
+                continue
+            dev = dev_split(route.specialist, data_root)
+            data = Path(tmp) / f"{name}.jsonl"
+            data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(dev.texts, dev.labels)),
+                            encoding="utf-8")
+            sim, _ = run_offline(OfflineRequest(policy_path=policy_path, route=name, data_path=data,
+                                                foundation_accuracy=foundation_accuracy, price_as=PRICE_AS,
+                                                sweep=SWEEP, specialists_dir=specialists_dir))
+            preds = predict_all(specialists[route.specialist], dev.texts)
+            alone = float(np.mean([p.label == y for p, y in zip(preds, dev.labels)]))
+            point, met = _choose(sim, alone)
+            choices.append(Choice(name, len(dev), alone, sim.all_foundation.accuracy, point, met))
+    return choices
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m router.defaults", description=__doc__.split("\n\n")[0])
+    p.add_argument("--policy", type=Path, default=DEFAULT_POLICY)
+    p.add_argument("--data-root", type=Path)
+    p.add_argument("--specialists-dir", type=Path, default=REPO_ROOT / "specialists" / "bundled")
+    p.add_argument("--foundation-accuracy", type=float, default=FOUNDATION_ACCURACY)
+    p.add_argument("--check", action="store_true", help="compare with the file instead of writing it")
+    args = p.parse_args(argv)
+    root = default_data_root(args.data_root)
+    if not root.is_dir():
+        print(f"data root {root} not found (use --data-root or HYBRID_ROUTER_DATA)", file=sys.stderr)
+        return 2
+    choices = choose_defaults(args.policy, root, args.specialists_dir, args.foundation_accuracy)
+    routes = load_policy(args.policy).policy.routes
+    differ = []
+    for c in choices:
+        value = render_threshold(c.point.min_confidence)
+        print(f"{c.route}: {routes[c.route].min_confidence:g} -> {value:g}  ({c.comment})")
+        if routes[c.route].min_confidence != value:
+            differ.append(c.route)
+    if args.check:
+        if differ:
+            print(f"{args.policy}: differs from router.defaults for {', '.join(differ)}", file=sys.stderr)
+        return 1 if differ else 0
+    classes, _ = checked_classes(load_policy(args.policy).policy, SpecialistSet.load(args.specialists_dir))
+    for c in choices:
+        write_threshold(args.policy, c.route, c.point.min_confidence, classes, comment=c.comment)
+    print(f"wrote {len(choices)} thresholds to {args.policy}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""The default policy's classification thresholds are exactly what `router.defaults` picks on dev data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from router.defaults import DEFAULT_POLICY, choose_defaults, main
+from router.policy import ClassifyRoute, load_policy
+from router.tune import render_threshold
+from tests.conftest import ROOT, SHARED_DATA, requires_shared_data
+
+pytestmark = [pytest.mark.shared_data, requires_shared_data()]
+BUNDLED = ROOT / "specialists" / "bundled"
+
+
+def test_committed_thresholds_are_the_chosen_ones() -> None:
+    choices = choose_defaults(DEFAULT_POLICY, SHARED_DATA, BUNDLED)
+    routes = load_policy(DEFAULT_POLICY).policy.routes
+    classify = {n for n, r in routes.items() if isinstance(r, ClassifyRoute)}
+    assert {c.route for c in choices} == classify  # every bundled classification route has a default
+    committed = {c.route: routes[c.route].min_confidence for c in choices}
+    assert committed == {c.route: render_threshold(c.point.min_confidence) for c in choices}
+    text = DEFAULT_POLICY.read_text(encoding="utf-8")
+    for c in choices:
+        assert c.comment in text  # the policy says how each was chosen
+        target = max(c.specialist_accuracy, c.foundation_accuracy)
+        assert c.point.accuracy >= target - 1e-12 or not c.met
+
+
+def test_write_then_check_round_trip(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    shutil.copy(DEFAULT_POLICY, policy)
+    text = policy.read_text(encoding="utf-8")
+    policy.write_text(text.replace("\n    min_confidence:", "\n    min_confidence: 0.01 #", 1), encoding="utf-8")
+    assert load_policy(policy).policy.routes["sentiment"].min_confidence == 0.01
+    assert main(["--policy", str(policy), "--data-root", str(SHARED_DATA), "--check"]) == 1
+    assert main(["--policy", str(policy), "--data-root", str(SHARED_DATA)]) == 0
+    assert main(["--policy", str(policy), "--data-root", str(SHARED_DATA), "--check"]) == 0
+    assert "# Hybrid Router default policy" in policy.read_text(encoding="utf-8")  # comments kept
