@@ -261,6 +261,7 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
                 "x-router-route": o.route, "x-router-path": o.path, "x-router-reason": o.reason,
                 "x-router-confidence": f"{o.confidence:.4f}", "x-router-cost-usd": f"{o.cost_usd:.8f}",
                 "x-router-policy-version": o.policy_version,
+                **({"x-router-tier": str(o.tier), "x-router-specialist": o.specialist} if o.specialist else {}),
             })
         return _json({"results": [o.to_dict() for o in outcomes], "policy_version": policy.version}, request,
                      headers={"x-router-route": req.task, "x-router-policy-version": policy.version})
