@@ -73,7 +73,8 @@ class Cascade:
                 _cascade(t1, t2)(doc)
             if edit is not None:
                 edit(doc)
-        c = self._client_for(self._settings(self._write(edit=change), specialists_dir=self.specialists_dir))
+        c = self._client_for(self._settings(self._write(edit=change, cascades=True),
+                                            specialists_dir=self.specialists_dir))
         escalator = c.app.state.gateway.escalator
         escalator.start()
         await escalator.wait_loaded()
@@ -126,6 +127,20 @@ async def test_unsure_tier1_is_answered_by_tier2(cascade: Cascade, upstream: Ups
     cascade.assert_tiers(inputs=(1, 1), answers=(0, 1), tier2_runs=1)
     assert cascade.sample("hybrid_router_requests_total", route="sentiment", path="specialist",
                           reason="confident") == 1
+
+
+async def test_chat_on_a_cascade_route_names_the_tier(cascade: Cascade, upstream: Upstream, specs: Any) -> None:
+    text = POOL[1]
+    t1 = specs["sentiment"].predict_one(text).confidence
+    client = await cascade.client(min(1.0, t1 + 1e-6), 0.0)
+    r = await client.post("/v1/chat/completions", json={"model": "sentiment",
+                                                        "messages": [{"role": "user", "content": text}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == specs[TIER2].predict_one(text).label
+    assert (r.headers["x-router-path"], r.headers["x-router-tier"], r.headers["x-router-specialist"]) == (
+        "specialist", "2", TIER2)
+    assert upstream.received == []
+    cascade.assert_tiers(inputs=(1, 1), answers=(0, 1), tier2_runs=1)
 
 
 async def test_confident_tier1_answer_never_runs_tier2(cascade: Cascade) -> None:
