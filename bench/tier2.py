@@ -9,8 +9,9 @@ For every classification route of the default policy with a `cascade`:
 - resident memory a worker gains by using the tier: RSS of a fresh process after loading every
   bundled specialist, then after the tier-2 session is created and has answered 300 texts;
 - the cascade on the test split with `simulate` (assumed foundation accuracy 0.95, as README): the
-  share each tier answers, escalated share, accuracy, foundation cost, against the route without
-  its cascade and against all-foundation.
+  share each tier answers, escalated share, accuracy, foundation cost (priced as gpt-4o-mini),
+  against the route without its cascade and against all-foundation. This reads the test split:
+  run it to report, never to choose a threshold (`hybrid-router tune` on dev does that).
 
 Needs ../shared/data. Prints a Markdown section; `--json PATH` writes the raw figures.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -31,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DATA = (ROOT / ".." / "shared" / "data").resolve()
 FOUNDATION_ACCURACY = 0.95
+PRICE_AS = "gpt-4o-mini"  # the foundation bill is priced as this model (litellm's bundled table)
 
 _RSS_PROBE = """
 import json, sys
@@ -88,7 +91,7 @@ def _cascade(route: str, test_path: Path) -> dict[str, Any]:
 
     sim, _ = run_offline(OfflineRequest(policy_path=ROOT / "policies" / "default.yaml", route=route,
                                         data_path=test_path, foundation_accuracy=FOUNDATION_ACCURACY,
-                                        sweep="0.5:0.99:0.01"))
+                                        price_as=PRICE_AS, sweep="0.5:0.99:0.01"))
     from router.simulate import format_table
 
     def point(p: Any) -> dict[str, Any]:
@@ -118,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     specs = load_specialists()
     policy = load_policy(ROOT / "policies" / "default.yaml", {n: specs[n].classes for n in specs})
     results: dict[str, Any] = {}
-    lines = ["## Tier-2 specialists and cascades (`python -m bench.tier2`)", ""]
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    lines = ["## Tier-2 specialists and cascades (`python -m bench.tier2`)", "",
+             (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at start {' '.join(load)} "
+             f"({len(os.sched_getaffinity(0))} CPUs); foundation priced as {PRICE_AS}."), ""]
     for route_name, route in policy.policy.routes.items():
         if not isinstance(route, ClassifyRoute) or not route.cascade:
             continue
