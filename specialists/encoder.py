@@ -88,7 +88,10 @@ class EncoderSpecialist(Specialist):
             return self._encoder
 
     def _encode(self, text: str) -> tuple[list[int], float]:
-        ids: list[int] = self._tokenizer.encode(text).ids
+        try:
+            ids: list[int] = self._tokenizer.encode(text).ids
+        except TypeError:  # a lone surrogate (not valid Unicode text): tokenizers refuses the str
+            ids = self._tokenizer.encode(text.encode("utf-8", "replace").decode("utf-8")).ids
         pieces = [i for i in ids if i not in self._special]
         novelty = (sum(i == self._unk_id for i in pieces) / len(pieces)) if pieces else 1.0
         return ids, novelty
