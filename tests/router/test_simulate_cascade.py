@@ -97,3 +97,22 @@ def test_tune_writes_one_threshold_per_tier(setup: tuple[Settings, Path, Path], 
                                          foundation_accuracy=1.0, sweep="0:1:0.1"), settings)[0]
     assert written.policy.accuracy >= 0.9
     assert "# tier 2" in own.read_text()  # comments survive
+
+
+def test_tune_last_tier_only_keeps_the_earlier_tiers(setup: tuple[Settings, Path, Path], tmp_path: Path) -> None:
+    settings, policy, data = setup
+    own = tmp_path / "policy.yaml"
+    own.write_text(policy.read_text())
+    result = CliRunner().invoke(app, [
+        "tune", "--route", "sentiment", "--data", str(data), "--policy", str(own), "--target-accuracy", "0.9",
+        "--foundation-accuracy", "1.0", "--sweep", "0:1:0.1", "--specialists-dir", str(settings.specialists_dir),
+        "--last-tier-only", "--write",
+    ])
+    assert result.exit_code == 0, result.output
+    tiers = load_policy(own).policy.routes["sentiment"].tiers()  # type: ignore[union-attr]
+    assert tiers[0].min_confidence == 0.9  # held
+    sim = run_offline(OfflineRequest(policy_path=policy, route="sentiment", data_path=data, foundation_accuracy=1.0,
+                                     sweep="0:1:0.1"), settings)[0]
+    meeting = [p for p in sim.points if p.accuracy >= 0.9]
+    assert tiers[1].min_confidence == min(meeting, key=lambda p: (p.cost_usd, p.escalated_share,
+                                                                  p.min_confidence)).min_confidence
