@@ -41,7 +41,10 @@ from specialists.training.finetune import (
 
 __all__ = ["INT8_MAX_DEV_DROP", "EncoderJob", "build_encoder"]
 
-INT8_MAX_DEV_DROP = 0.01  # int8 runs ~2.6x faster on one core (3 ms vs 8 ms p50 for MiniLM)
+# int8 runs ~2.6x faster on one core (3 ms vs 8 ms p50 for MiniLM). This value is the rule for the
+# next build, declared before it trains. History: the bundled 2026-11-30 sentiment_minilm was trained
+# under 0.005 and exported under this 0.01, set after its test figures had been seen (its card says so).
+INT8_MAX_DEV_DROP = 0.01
 OPSET = 17
 MAX_CHARS = 2000
 INPUTS = ("input_ids", "attention_mask")
