@@ -29,8 +29,13 @@ serve: $(VENV)/.run-installed  ## run the gateway on 127.0.0.1:8080 with the bun
 test: $(VENV)/.dev-installed  ## run the whole test suite
 	$(BIN)/python -m pytest
 
-specialists: $(VENV)/.dev-installed  ## rebuild the bundled specialists from ../shared/data
-	$(BIN)/hybrid-router specialists-build
+$(VENV)/.tier2-installed: requirements-tier2.txt | $(VENV)/.dev-installed
+	$(PIP) torch==2.13.0  # the CPU build from the local wheel; never plain `torch` (a CUDA build)
+	$(PIP) -r requirements-tier2.txt
+	touch $@
+
+specialists: $(VENV)/.tier2-installed  ## rebuild the bundled specialists (tier 1 and 2) from ../shared/data
+	HF_HUB_OFFLINE=1 $(BIN)/hybrid-router specialists-build
 
 eval: $(VENV)/.dev-installed  ## metrics, reliability diagrams and risk-coverage curves of every specialist
 	$(BIN)/hybrid-router eval

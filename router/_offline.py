@@ -27,7 +27,7 @@ from .replay import (
     replay_outcomes,
 )
 from .settings import FoundationSettings, Settings, read_secret_env
-from .simulate import Simulation, SimulationError, parse_sweep, simulate
+from .simulate import Simulation, SimulationError, parse_sweep, simulate, simulate_cascade
 
 __all__ = ["OfflineRequest", "checked_classes", "load_checked", "run_offline", "specialist_classes"]
 
@@ -47,6 +47,8 @@ class OfflineRequest:
     concurrency: int = 8
     completion_tokens: int | None = None
     specialists_dir: Path | None = None
+    grid: bool = False
+    """Cascade routes: also evaluate every combination of swept thresholds over the tiers (tune)."""
 
 
 def price_model(alias: AliasSpec | None, env: FoundationSettings, override: str | None) -> tuple[str, bool]:
@@ -119,7 +121,12 @@ def run_offline(req: OfflineRequest, settings: Settings | None = None) -> tuple[
     alias = loaded.policy.aliases.get(route.escalate_to) if route.escalate_to else None
     name, explicit = price_model(alias, settings.foundation, req.price_as)
     pricing = load_pricing(name, explicit)
-    sim = simulate(req.route, route, specialist, data, outcomes, pricing, thresholds, req.foundation_latency_ms)
+    if isinstance(route, ClassifyRoute) and route.cascade:
+        tiers = [specialists[t.specialist] for t in route.tiers()]
+        sim = simulate_cascade(req.route, route, tiers, data, outcomes, pricing, thresholds,
+                               req.foundation_latency_ms, grid=req.grid)
+    else:
+        sim = simulate(req.route, route, specialist, data, outcomes, pricing, thresholds, req.foundation_latency_ms)
     if unchecked:
         sim = replace(sim, notes=[*sim.notes, unchecked])
     return sim, loaded

@@ -40,7 +40,7 @@ from .escalation_log import EscalationLog
 from .gateway import Gateway
 from .logs import configure_logging
 from .metrics import GatewayMetrics
-from .policy import load_policy
+from .policy import ClassifyRoute, load_policy
 from .pricing import PriceTable
 from .redis_state import RedisState
 from .reload import PolicyReloader
@@ -57,10 +57,13 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry(),
                              settings.metrics_dir or multiprocess_metrics_dir())
     specialists = SpecialistSet.load(settings.specialists_dir)
-    for name in specialists:  # first inference allocates (ORT arenas, caches): not on a request
-        specialists[name].predict_one("warm up")
     policy = load_policy(settings.policy_path, {n: specialists[n].classes for n in specialists},
                          settings.policy_max_bytes)
+    used = {t.specialist for r in policy.policy.routes.values() if isinstance(r, ClassifyRoute) for t in r.tiers()}
+    for name in specialists:  # first inference allocates (ORT arenas, caches): not on a request
+        # A transformer tier the policy does not use stays unloaded (its session is made on first use).
+        if specialists[name].kind == "tfidf" or name in used:
+            specialists[name].predict_one("warm up")
     metrics.set_policy_version(policy.version)
     metrics.prepare_policy(policy.policy)
     escalator = Escalator(
@@ -90,7 +93,7 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
              ", ".join(f"{n}@{specialists[n].version}" for n in specialists), cache.backend)
     return Gateway(policy, specialists, cache, escalator, metrics, BudgetTracker(policy.policy.budgets, state),
                    Coalescer(cache, settings.redis.lock_ttl_ms), EscalationLog(state), ShadowChecker(metrics),
-                   settings.cpu_usd_per_core_hour, state=state)
+                   settings.cpu_usd_per_core_hour, state=state, cascade_threads=settings.cascade_threads)
 
 
 def _render(request: Request, exc: GatewayError) -> Response:
@@ -241,6 +244,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
             # What start-up froze becomes collectable again: a process that builds several apps
             # (tests, embedding) would otherwise keep every stopped app's specialists forever.
             gc.unfreeze()
+            gw.close()
 
     routes = build_routes(gw, settings.max_body_bytes, settings.max_batch, settings.cache_per_tenant,
                           settings.drain_max_bytes, auth, metrics_token) + build_admin_routes(reloader, token)

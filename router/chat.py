@@ -76,6 +76,9 @@ class ChatOutcome:
     stream: AsyncIterator[dict[str, Any]] | None = None
     """Chunk dicts (`chat.completion.chunk`, or one `{"error": ...}` after a failure mid-stream)."""
     headers: dict[str, str] = field(default_factory=dict)
+    specialist: str | None = None
+    """Classification routes: the cascade tier's specialist whose prediction is reported, and its tier."""
+    tier: int | None = None
 
     def decision_headers(self) -> dict[str, str]:
         return {
@@ -85,6 +88,7 @@ class ChatOutcome:
             "x-router-confidence": "" if self.confidence is None else f"{self.confidence:.4f}",
             "x-router-cost-usd": f"{self.cost_usd:.8f}",
             "x-router-policy-version": self.policy_version,
+            **({"x-router-tier": str(self.tier), "x-router-specialist": self.specialist} if self.specialist else {}),
         }
 
 
@@ -180,7 +184,8 @@ async def _structured_escalation(gw: Gateway, policy: LoadedPolicy, req: ChatReq
 
 
 def _from_outcome(o: Outcome) -> ChatOutcome:
-    return ChatOutcome(o.route, o.path, o.reason, o.confidence, o.policy_version, o.cost_usd)
+    return ChatOutcome(o.route, o.path, o.reason, o.confidence, o.policy_version, o.cost_usd,
+                       specialist=o.specialist, tier=o.tier)
 
 
 async def _gated(

@@ -417,6 +417,9 @@ def tune(
         False,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of the sweep with both operating points.")] =
         None,
+    last_tier_only: Annotated[bool, typer.Option(
+        "--last-tier-only", help="Cascade routes: keep the earlier tiers at the policy's thresholds and tune only "
+        "the last tier's (default: every tier's together).")] = False,
 ) -> None:
     """Pick the cheapest min_confidence that meets a target accuracy; optionally write it."""
     from specialists import SpecialistSet
@@ -431,7 +434,7 @@ def tune(
     sim, loaded = _offline(
         policy_path=policy_path, route=route, data_path=data, foundation_replay=foundation_replay,
         foundation_accuracy=foundation_accuracy, price_as=price_as, foundation_latency_ms=foundation_latency_ms,
-        sweep=sweep, limit=limit, specialists_dir=specialists_dir,
+        sweep=sweep, limit=limit, specialists_dir=specialists_dir, grid=not last_tier_only,
     )
     typer.echo(describe(sim))
     chosen = choose_threshold(sim, target_accuracy)
@@ -442,9 +445,13 @@ def tune(
                    f"{best.accuracy:.4f} at {best.min_confidence:g}; the policy file is unchanged", err=True)
         raise typer.Exit(1)
     typer.echo("")
-    typer.echo(render_rows(table_rows(sim, every=None, extra=[(f"{chosen.min_confidence:g} (tuned)", chosen)])))
+    def name(p: Any) -> str:
+        return "/".join(f"{render_threshold(t):g}" for t in p.thresholds) if p.thresholds else \
+            f"{render_threshold(p.min_confidence):g}"
+
+    typer.echo(render_rows(table_rows(sim, every=None, extra=[(f"{name(chosen)} (tuned)", chosen)])))
     before = sim.policy
-    typer.echo(f"\nmin_confidence {before.min_confidence:g} -> {render_threshold(chosen.min_confidence):g}: accuracy "
+    typer.echo(f"\nmin_confidence {name(before)} -> {name(chosen)}: accuracy "
                f"{100 * before.accuracy:.2f}% -> {100 * chosen.accuracy:.2f}% (target {100 * target_accuracy:g}%), "
                f"escalated {100 * before.escalated_share:.1f}% -> {100 * chosen.escalated_share:.1f}%, "
                f"foundation cost {100 * before.cost_fraction:.1f}% -> {100 * chosen.cost_fraction:.1f}% "
@@ -458,8 +465,8 @@ def tune(
         return
     specialists = SpecialistSet.load(specialists_dir or settings.specialists_dir)
     classes, _ = checked_classes(loaded.policy, specialists)
-    written = write_threshold(policy_path, route, chosen.min_confidence, classes)
-    typer.echo(f"wrote routes.{route}.min_confidence = {render_threshold(chosen.min_confidence):g} to "
+    written = write_threshold(policy_path, route, chosen.thresholds or chosen.min_confidence, classes)
+    typer.echo(f"wrote routes.{route} min_confidence = {name(chosen)} to "
                f"{policy_path} (policy version {loaded.version} -> {written.version}; re-validated)")
 
 

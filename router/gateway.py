@@ -13,6 +13,7 @@ import logging
 import time
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
@@ -24,7 +25,7 @@ from .auth import alias_permitted, charge
 from .budget import BudgetTracker
 from .cache import ResponseCache, fingerprint
 from .coalesce import Coalescer
-from .decision import Answer, Escalate, decide
+from .decision import Answer, Escalate, decide, next_tier
 from .errors import (
     GatewayError,
     InvalidRequestError,
@@ -74,6 +75,10 @@ class Outcome:
     prompt_tokens: int = 0
     """Foundation tokens this answer cost (0 unless it was computed by a foundation call)."""
     completion_tokens: int = 0
+    specialist: str | None = None
+    """The specialist tier whose prediction is reported (the one that answered on the specialist path)."""
+    tier: int | None = None
+    """1-based position of `specialist` in the route's cascade."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -89,6 +94,8 @@ class Outcome:
             "specialist_version": self.specialist_version,
             "novelty": None if self.novelty is None else round(self.novelty, 4),
             "foundation_alias": self.foundation_alias,
+            "specialist": self.specialist,
+            "tier": self.tier,
         }
 
 
@@ -106,11 +113,14 @@ class Gateway:
         shadow: ShadowChecker,
         cpu_usd_per_core_hour: float,
         state: RedisState | None = None,
+        cascade_threads: int = 2,
     ) -> None:
         self.shadow = shadow
         # The replicas' shared state that must never be evicted (budget counters, escalation
         # log, policy, API keys): the cache's Redis unless a separate cache Redis is configured.
         self.state = state if state is not None else cache.state
+        self._cascade_threads = max(1, cascade_threads)
+        self._cascade_pool: ThreadPoolExecutor | None = None
         self.coalescer = coalescer
         self.escalation_log = escalation_log
         self.policy = policy
@@ -150,6 +160,36 @@ class Gateway:
         self.metrics.stage(STAGE_SPECIALIST, time.perf_counter() - t0)
         self.metrics.observe_predictions(route_name, preds)
         return preds, cpu * self._cpu_usd_per_s / max(1, len(texts))
+
+    async def run_tier(
+        self, route_name: str, tier: int, specialist: Specialist, texts: Sequence[str]
+    ) -> tuple[list[Prediction] | None, float]:
+        """Run cascade tier `tier` (0-based, >= 1) over the inputs the previous tier was unsure of.
+
+        Always off the event loop, in a pool of `cascade_threads` threads (created on first use): a
+        transformer tier takes milliseconds per text, and a burst of unsure inputs must not stall
+        the confident answers of other requests. One call per batch and tier.
+        """
+        if self._cascade_pool is None:
+            self._cascade_pool = ThreadPoolExecutor(self._cascade_threads, thread_name_prefix="cascade")
+        t0 = time.perf_counter()
+        label = str(tier + 1)
+        self.metrics.tier_inputs(route_name, label, len(texts))
+        try:
+            loop = asyncio.get_running_loop()
+            preds, cpu = await loop.run_in_executor(self._cascade_pool, _predict_timed, specialist, texts)
+        except InferenceError:
+            log.warning("specialist %s (tier %s) failed on route %s", specialist.name, label, route_name)
+            self.metrics.specialist_errors.labels(route_name).inc()
+            return None, 0.0
+        self.metrics.tier_duration(label, time.perf_counter() - t0)
+        self.metrics.observe_predictions(route_name, preds)
+        return preds, cpu * self._cpu_usd_per_s / max(1, len(texts))
+
+    def close(self) -> None:
+        """Stop the cascade pool's threads (after the server stopped taking requests)."""
+        if self._cascade_pool is not None:
+            self._cascade_pool.shutdown(wait=False, cancel_futures=True)
 
     async def account(self, alias: str, usage: Usage) -> None:
         """Book a foundation call: the shared budget, the calling key's budget and the token counters."""
@@ -197,7 +237,9 @@ class Gateway:
         t0 = time.perf_counter()
         policy = self.policy
         route = self.classify_route(policy, route_name)
-        specialist = self.specialists[route.specialist]
+        tiers = [self.specialists[t.specialist] for t in route.tiers()]
+        specialist = tiers[0]
+        versions = "+".join(s.version for s in tiers)  # a new model in any tier is a new cache key
         texts = [t[: specialist.max_chars] for t in texts]
         outcomes: list[Outcome | None] = [None] * len(texts)
 
@@ -206,7 +248,7 @@ class Gateway:
         # specialist version under this policy version can never have been escalated, so Redis is
         # asked only for the texts that escalate (profiled: the GET was ~19% of the specialist
         # path's time at concurrency 8, for nothing).
-        keys = [fingerprint("classify", tenant, route_name, normalize(t), specialist.version, policy.version,
+        keys = [fingerprint("classify", tenant, route_name, normalize(t), versions, policy.version,
                             route.escalate_to or "") for t in texts]
         todo: list[int] = []
         for i, key in enumerate(keys):
@@ -225,19 +267,44 @@ class Gateway:
                                           retry_after_s=5)
         escalating: list[tuple[int, Prediction | None, Escalate]] = []
         drifted = route_name in self.shadow.tripped
+        # Per input: the last tier that ran (its specialist, prediction) and the CPU cost so far.
+        ran: dict[int, tuple[int, Specialist]] = {}
+        costs: dict[int, float] = {}
+        unsure: list[tuple[int, Prediction | None]] = []
         for j, i in enumerate(todo):
             pred = preds[j] if preds is not None else None
+            ran[i], costs[i] = (0, specialist), unit_cost
             decision = Escalate("shadow_drift", route.escalate_to) if drifted else decide(route, pred)
-            if isinstance(decision, Answer):
+            if next_tier(route, 0, decision):
+                unsure.append((i, pred))
+            elif isinstance(decision, Answer):
                 assert pred is not None
-                outcomes[i] = Outcome(
-                    route_name, decision.label, pred.confidence, "specialist", "confident", unit_cost,
-                    self.avoided_cost(route.escalate_to, texts[i]), 0.0, policy.version, specialist.version,
-                    pred.novelty,
-                )
-                self._maybe_shadow(policy, route_name, route, specialist, texts[i], decision.label)
+                outcomes[i] = self._answer(policy, route_name, route, specialist, 0, texts[i], pred, unit_cost)
             else:
                 escalating.append((i, pred, decision))
+        if preds is not None:
+            self.metrics.tier_inputs(route_name, "1", len(todo))
+        tier = 0
+        while unsure:  # the cascade: each further tier runs once over this batch's unsure inputs
+            tier += 1
+            spec = tiers[tier]
+            tier_preds, tier_cost = await self.run_tier(route_name, tier, spec, [texts[i] for i, _ in unsure])
+            still: list[tuple[int, Prediction | None]] = []
+            for j, (i, prev) in enumerate(unsure):
+                pred = tier_preds[j] if tier_preds is not None else None
+                costs[i] += tier_cost
+                decision = decide(route, pred, tier)
+                if pred is not None:
+                    ran[i] = (tier, spec)
+                if next_tier(route, tier, decision):
+                    still.append((i, pred if pred is not None else prev))
+                elif isinstance(decision, Answer):
+                    assert pred is not None
+                    outcomes[i] = self._answer(policy, route_name, route, spec, tier, texts[i], pred, costs[i])
+                else:
+                    # the reported prediction is the last one made (a failed tier keeps the one before)
+                    escalating.append((i, pred if pred is not None else prev, decision))
+            unsure = still
 
         if escalating:
             # One deadline for the request's escalations, from its start (the specialist's time counts).
@@ -248,15 +315,34 @@ class Gateway:
             slots: list[int] = []
             jobs = []
             for (i, pred, decision), raw in zip(escalating, cached, strict=True):
+                k, spec = ran.get(i, (0, specialist))
                 if raw is not None:
-                    outcomes[i] = self._cached(route_name, policy, specialist, raw, pred, unit_cost)
+                    outcomes[i] = self._tagged(
+                        self._cached(route_name, policy, spec, raw, pred, costs.get(i, unit_cost)), spec, k)
                     continue
                 slots.append(i)
-                jobs.append(self._escalate(policy, route_name, route, specialist, texts[i], keys[i], pred,
-                                           unit_cost, decision, deadline))
+                jobs.append(self._escalate(policy, route_name, route, spec, texts[i], keys[i], pred,
+                                           costs.get(i, unit_cost), decision, deadline))
             for i, result in zip(slots, await asyncio.gather(*jobs), strict=True):
-                outcomes[i] = result
+                k, spec = ran.get(i, (0, specialist))
+                outcomes[i] = self._tagged(result, spec, k)
         return self._finish(policy, outcomes, t0)
+
+    def _answer(self, policy: LoadedPolicy, route_name: str, route: ClassifyRoute, spec: Specialist, tier: int,
+                text: str, pred: Prediction, cost: float) -> Outcome:
+        """A confident answer of cascade tier `tier` (0-based)."""
+        self.metrics.tier_answered(route_name, str(tier + 1))
+        self._maybe_shadow(policy, route_name, route, spec, text, pred.label)
+        return Outcome(
+            route_name, pred.label, pred.confidence, "specialist", "confident", cost,
+            self.avoided_cost(route.escalate_to, text), 0.0, policy.version, spec.version, pred.novelty,
+            specialist=spec.name, tier=tier + 1,
+        )
+
+    @staticmethod
+    def _tagged(o: Outcome, spec: Specialist, tier: int) -> Outcome:
+        o.specialist, o.tier = spec.name, tier + 1
+        return o
 
     def _cached(self, route_name: str, policy: LoadedPolicy, specialist: Specialist, raw: bytes,
                 pred: Prediction | None, unit_cost: float) -> Outcome:

@@ -40,7 +40,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from .policy import Policy
 
 __all__ = ["CONTENT_TYPE_LATEST", "CUT_REASONS", "FOUNDATION_OUTCOMES", "PATHS", "SLO_ERROR_CODES", "STAGES",
-           "GatewayMetrics"]
+           "TIERS", "GatewayMetrics"]
 
 log = logging.getLogger("router.metrics")
 
@@ -50,6 +50,8 @@ CUT_REASONS = ("header_timeout", "body_timeout", "header_too_large", "overloaded
 `max_connections`."""
 STAGES = ("cache", "specialist", "foundation")
 STAGE_CACHE, STAGE_SPECIALIST, STAGE_FOUNDATION = STAGES
+# Specialist tiers of a classification route (policy.MAX_TIERS): "1" is the route's own specialist.
+TIERS = ("1", "2", "3")
 # 50 µs .. 600 s, roughly x2.5 per step: fine enough for the specialist path, long enough for LLMs.
 # The top bucket is the largest deadline a policy may set (`deadline_s` <= 600), so every request
 # the gateway ends on time falls in a finite bucket.
@@ -171,6 +173,15 @@ class GatewayMetrics:
         self.novelty = Histogram(
             _P + "specialist_novelty", "Share of an input's words unseen in the specialist's training.",
             ["route"], buckets=PROBABILITY_BUCKETS, registry=registry)
+        self.tier_input_count = Counter(
+            _P + "tier_inputs", "Inputs a specialist tier of a classification route evaluated, by route and "
+            "tier (1 = the route's own specialist, 2.. = its cascade).", ["route", "tier"], registry=registry)
+        self.tier_answer_count = Counter(
+            _P + "tier_answers", "Inputs a specialist tier answered (confident), by route and tier.",
+            ["route", "tier"], registry=registry)
+        self.tier_latency = Histogram(
+            _P + "tier_duration_seconds", "Time of one cascade tier (2..) over a batch's unsure inputs, "
+            "thread-pool wait included.", ["tier"], buckets=LATENCY_BUCKETS, registry=registry)
         self.specialist_errors = Counter(
             _P + "specialist_errors", "Specialist inference failures by route.", ["route"], registry=registry)
         self.shadow = Counter(
@@ -248,6 +259,15 @@ class GatewayMetrics:
         if hist is None:
             hist = self._stages[stage] = self.stage_latency.labels(stage)
         hist.observe(seconds)
+
+    def tier_inputs(self, route: str, tier: str, n: int) -> None:
+        self.tier_input_count.labels(route, tier).inc(n)
+
+    def tier_answered(self, route: str, tier: str) -> None:
+        self.tier_answer_count.labels(route, tier).inc()
+
+    def tier_duration(self, tier: str, seconds: float) -> None:
+        self.tier_latency.labels(tier).observe(seconds)
 
     def observe_predictions(self, route: str, preds: list[Any]) -> None:
         pair = self._prediction_hists.get(route)

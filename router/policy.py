@@ -34,9 +34,11 @@ from .settings import PROVIDER_KEY_PREFIX as API_KEY_ENV_PREFIX
 
 __all__ = [
     "MAX_POLICY_BYTES",
+    "MAX_TIERS",
     "AliasSpec",
     "AutoRoute",
     "Budgets",
+    "CascadeTier",
     "ChatRoute",
     "ClassifyRoute",
     "EscalationLog",
@@ -51,6 +53,8 @@ __all__ = [
 ]
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+MAX_TIERS = 3
+"""Specialist tiers in one classification route (the route's own specialist + its `cascade`)."""
 
 MAX_POLICY_BYTES = 256 * 1024
 """Default size limit of a policy file or announcement (`ROUTER_POLICY_MAX_BYTES`)."""
@@ -132,6 +136,14 @@ class _SpecialistGate(_Strict):
     on_specialist_error: Literal["escalate", "fail"] = "escalate"
 
 
+class CascadeTier(_Strict):
+    """A further specialist of a classification route, asked only when the tier before is unsure."""
+
+    specialist: str
+    min_confidence: Probability = 0.8
+    max_novelty: Probability = 1.0
+
+
 class ClassifyRoute(_SpecialistGate):
     kind: Literal["classify"] = "classify"
     escalate_to: str | None = None
@@ -144,6 +156,16 @@ class ClassifyRoute(_SpecialistGate):
     on_invalid_label: Literal["fallback", "degrade"] = "fallback"
     """A foundation answer outside the label set: ask the alias's fallback, or answer degraded
     from the specialist. Either way it never counts toward the alias's circuit breaker."""
+    cascade: tuple[CascadeTier, ...] = Field((), max_length=MAX_TIERS - 1)
+    """Tiers 2.. in order: an input the previous tier is unsure of (low confidence, novel input, or a
+    failed specialist) goes to the next tier, and to `escalate_to` after the last one."""
+
+    def tiers(self) -> tuple[CascadeTier, ...]:
+        """Every tier in order, the route's own specialist first."""
+        first = CascadeTier(
+            specialist=self.specialist, min_confidence=self.min_confidence, max_novelty=self.max_novelty
+        )
+        return (first, *self.cascade)
 
 
 class ChatRoute(_SpecialistGate):
@@ -356,6 +378,17 @@ def _check_specialists(
                 f"(bundled: {', '.join(sorted(classes))})")
             continue
         labels = set(classes[route.specialist])
+        seen = {route.specialist}
+        for k, tier in enumerate(route.cascade if isinstance(route, ClassifyRoute) else ()):
+            loc = ["routes", name, "cascade", k, "specialist"]
+            if tier.specialist not in classes:
+                add(loc, f"unknown specialist {tier.specialist!r} (bundled: {', '.join(sorted(classes))})")
+            elif tier.specialist in seen:
+                add(loc, f"specialist {tier.specialist!r} is already a tier of this route")
+            elif set(classes[tier.specialist]) != labels:
+                add(loc, f"specialist {tier.specialist!r} has other labels than {route.specialist!r}; "
+                    "every tier of a cascade must answer with the same label set")
+            seen.add(tier.specialist)
         keyed: list[tuple[str, Iterable[str]]] = []
         if not isinstance(route, AutoRoute):
             keyed.append(("escalate_labels", route.escalate_labels))

@@ -259,6 +259,7 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
                 "x-router-route": o.route, "x-router-path": o.path, "x-router-reason": o.reason,
                 "x-router-confidence": f"{o.confidence:.4f}", "x-router-cost-usd": f"{o.cost_usd:.8f}",
                 "x-router-policy-version": o.policy_version,
+                **({"x-router-tier": str(o.tier), "x-router-specialist": o.specialist} if o.specialist else {}),
             })
         ctx = current()
         if ctx is not None:  # a batch has no single path: its access line counts them

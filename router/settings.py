@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     foundation: FoundationSettings = FoundationSettings()
     cpu_usd_per_core_hour: float = Field(0.05, ge=0)
     """Price of one CPU core-hour, used to cost specialist inference from measured CPU time."""
+    cascade_threads: int = Field(2, ge=1, le=64)
+    """Threads running cascade tiers 2.. (transformer specialists) off the event loop, per worker."""
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_batch: int = Field(256, ge=1)
     cache_per_tenant: bool = True

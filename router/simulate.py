@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from specialists import Prediction, Specialist
 
-from .decision import Answer, decide
+from .decision import Answer, decide, next_tier
 from .policy import AutoRoute, ChatRoute, ClassifyRoute
 from .replay import FoundationOutcomes, LabeledData, Pricing
 
@@ -47,6 +47,7 @@ __all__ = [
     "predict_all",
     "render_rows",
     "simulate",
+    "simulate_cascade",
     "specialist_latency_ms",
     "table_rows",
 ]
@@ -73,6 +74,10 @@ class SweepPoint:
     cost_fraction: float
     """Foundation cost relative to sending every evaluated row to the foundation model."""
     latency_ms: float
+    thresholds: tuple[float, ...] = ()
+    """Cascade routes: every tier's min_confidence (the swept one is the last tier's)."""
+    tier_shares: tuple[float, ...] = ()
+    """Cascade routes: share of rows each tier answers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,13 @@ class Simulation:
     foundation_latency_ms: float
     decide_checked_rows: int
     notes: list[str] = field(default_factory=list)
+    tiers: list[str] = field(default_factory=list)
+    """Cascade routes: the specialist of each tier, in order (empty for a single-tier route)."""
+    tier_latency_ms: list[float] = field(default_factory=list)
+    first_tier_only: SweepPoint | None = None
+    """Cascade routes: the route without its cascade (tier 1 at its threshold, then the foundation)."""
+    grid: list[SweepPoint] = field(default_factory=list)
+    """Cascade routes, when asked (tune): every combination of swept thresholds over all tiers."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,6 +207,136 @@ def _points(thresholds: npt.NDArray[np.float64], confidence: npt.NDArray[np.floa
     return points
 
 
+@dataclass(frozen=True, slots=True)
+class _TierData:
+    confidence: npt.NDArray[np.float64]
+    ok: npt.NDArray[np.bool_]
+    """Not novel and not an escalate label: the tier may answer at a low enough threshold."""
+    stop: npt.NDArray[np.bool_]
+    """An escalate label: goes to the foundation model, skipping later tiers."""
+    correct: npt.NDArray[np.float64]
+
+
+def _tier_data(route: ClassifyRoute, tier: int, preds: Sequence[Prediction], labels: Sequence[str]) -> _TierData:
+    gate = route.tiers()[tier]
+    stop = np.array([p.label in route.escalate_labels for p in preds], dtype=bool)
+    novel = np.array([p.novelty > gate.max_novelty for p in preds], dtype=bool)
+    return _TierData(np.array([p.confidence for p in preds], dtype=np.float64), ~stop & ~novel, stop,
+                     np.array([p.label == g for p, g in zip(preds, labels)], dtype=np.float64))
+
+
+def _assign(tiers: Sequence[_TierData], thresholds: Sequence[float]) -> npt.NDArray[np.int64]:
+    """0-based tier answering each row, -1 for escalated: `decide()` + `next_tier()`, vectorised."""
+    n = len(tiers[0].confidence)
+    who = np.full(n, -1, dtype=np.int64)
+    remaining = np.ones(n, dtype=bool)
+    for k, (t, th) in enumerate(zip(tiers, thresholds)):
+        answer = remaining & t.ok & (t.confidence >= th)
+        who[answer] = k
+        remaining &= ~answer & ~t.stop
+    return who
+
+
+def _cascade_point(tiers: Sequence[_TierData], thresholds: Sequence[float], fm_correct: npt.NDArray[np.float64],
+                   cost: npt.NDArray[np.float64], tier_ms: Sequence[float], fm_ms: float) -> SweepPoint:
+    who = _assign(tiers, thresholds)
+    n = len(who)
+    escalated = who < 0
+    answered = ~escalated
+    spec_right = sum(float(t.correct[who == k].sum()) for k, t in enumerate(tiers))
+    fm_right = float(fm_correct[escalated].sum())
+    total_cost = float(cost.sum())
+    esc_cost = float(cost[escalated].sum())
+    # tier k runs on every row not answered (nor stopped) by the tiers before it
+    reached = [1.0]
+    remaining = np.ones(n, dtype=bool)
+    for k, t in enumerate(tiers[:-1]):
+        remaining &= (who != k) & ~t.stop
+        reached.append(float(remaining.mean()))
+    share = float(escalated.mean())
+    return SweepPoint(
+        min_confidence=float(thresholds[-1]), specialist_share=float(answered.mean()), escalated_share=share,
+        specialist_accuracy=spec_right / int(answered.sum()) if answered.any() else None,
+        foundation_accuracy=fm_right / int(escalated.sum()) if escalated.any() else None,
+        accuracy=(spec_right + fm_right) / n, cost_usd=esc_cost,
+        cost_fraction=esc_cost / total_cost if total_cost > 0 else share,
+        latency_ms=sum(r * ms for r, ms in zip(reached, tier_ms)) + share * fm_ms,
+        thresholds=tuple(float(x) for x in thresholds),
+        tier_shares=tuple(float((who == k).mean()) for k in range(len(tiers))),
+    )
+
+
+def _check_cascade(route: ClassifyRoute, per_tier: Sequence[Sequence[Prediction]],
+                   who: npt.NDArray[np.int64]) -> None:
+    for row in range(len(who)):
+        answered = -1
+        for k in range(len(per_tier)):
+            decision = decide(route, per_tier[k][row], k)
+            if isinstance(decision, Answer):
+                answered = k
+                break
+            if not next_tier(route, k, decision):
+                break
+        if answered != int(who[row]):
+            raise SimulationError(f"the vectorised cascade disagrees with decide() on row {row + 1}; this is a "
+                                  "bug in router.simulate")
+
+
+def simulate_cascade(
+    route_name: str,
+    route: ClassifyRoute,
+    specialists: Sequence[Specialist],
+    data: LabeledData,
+    outcomes: FoundationOutcomes,
+    pricing: Pricing,
+    thresholds: Sequence[float],
+    foundation_latency_ms: float,
+    grid: bool = False,
+) -> Simulation:
+    """A route with a cascade: every tier runs once over all rows; the sweep moves the last tier's
+    threshold (the others stay at the policy's); `grid` adds every combination of `thresholds` over
+    all tiers (for `tune`). Accounting as in the module docstring; latency = sum over tiers of the
+    share of rows reaching the tier x its p50, plus escalated share x foundation latency."""
+    gates = route.tiers()
+    if len(specialists) != len(gates):
+        raise SimulationError("one specialist per cascade tier is needed")
+    per_tier = [predict_all(s, data.texts) for s in specialists]
+    if len(outcomes.correct) != len(data.texts):
+        raise SimulationError("predictions, outcomes and data differ in length")
+    keep = ~np.isnan(outcomes.correct)
+    if not keep.any():
+        raise SimulationError("no row has a known foundation outcome (nothing in the replay matched?)")
+    tiers_all = [_tier_data(route, k, p, data.labels) for k, p in enumerate(per_tier)]
+    policy_t = [g.min_confidence for g in gates]
+    _check_cascade(route, per_tier, _assign(tiers_all, policy_t))
+    tiers = [_TierData(t.confidence[keep], t.ok[keep], t.stop[keep], t.correct[keep]) for t in tiers_all]
+    tier_ms = [specialist_latency_ms(s, data.texts)[0] for s in specialists]
+    cost = pricing.cost(outcomes.prompt_tokens, outcomes.completion_tokens)[keep]
+    fm = outcomes.correct[keep]
+    args = (fm, cost, tier_ms, foundation_latency_ms)
+    points = [_cascade_point(tiers, [*policy_t[:-1], t], *args) for t in thresholds]
+    combos: list[SweepPoint] = []
+    if grid:
+        import itertools
+
+        combos = [_cascade_point(tiers, list(ts), *args) for ts in itertools.product(thresholds, repeat=len(tiers))]
+    first = _cascade_point(tiers[:1], policy_t[:1], *args)
+    notes = [(f"cascade: {' -> '.join(s.name for s in specialists)} -> {route.escalate_to or 'no foundation'}; "
+             "the sweep moves the last tier's min_confidence")]
+    if pricing.note:
+        notes.append(pricing.note)
+    return Simulation(
+        route=route_name, kind=route.kind, specialist=specialists[0].name,
+        specialist_version="+".join(s.version for s in specialists), rows=len(data.texts),
+        evaluated=int(keep.sum()), excluded=int((~keep).sum()), policy=_cascade_point(tiers, policy_t, *args),
+        points=points, all_foundation=_cascade_point(tiers, [np.inf] * len(tiers), *args),
+        foundation_source=outcomes.source, pricing=pricing, specialist_latency_ms=tier_ms[0],
+        specialist_latency_source="manifest latency_p50_us of each tier (or measured here)",
+        foundation_latency_ms=foundation_latency_ms, decide_checked_rows=len(data.texts), notes=notes,
+        tiers=[s.name for s in specialists], tier_latency_ms=tier_ms, first_tier_only=first, grid=combos,
+    )
+
+
 def simulate(
     route_name: str,
     route: ClassifyRoute | ChatRoute | AutoRoute,
@@ -259,7 +401,10 @@ def _pct(x: float | None) -> str:
 
 
 def _row(label: str, p: SweepPoint, rows: int) -> list[str]:
-    return [label, _pct(p.specialist_share), _pct(p.escalated_share), _pct(p.specialist_accuracy),
+    share = _pct(p.specialist_share)
+    if len(p.tier_shares) > 1:
+        share += " (" + " + ".join(_pct(x) for x in p.tier_shares) + ")"
+    return [label, share, _pct(p.escalated_share), _pct(p.specialist_accuracy),
             _pct(p.foundation_accuracy), _pct(p.accuracy), f"{p.cost_usd:.4f}",
             f"{1000 * p.cost_usd / rows:.4f}", _pct(p.cost_fraction), f"{p.latency_ms:.1f}"]
 
@@ -277,7 +422,12 @@ def table_rows(sim: Simulation, every: float | None = 0.05,
 
     Consecutive sweep rows with the same outcome are merged into one ``a-b`` row.
     """
-    rows = [list(_COLUMNS), _row(f"{sim.policy.min_confidence:g} (policy)", sim.policy, sim.evaluated)]
+    def name(p: SweepPoint) -> str:
+        return "/".join(f"{t:g}" for t in p.thresholds) if p.thresholds else f"{p.min_confidence:g}"
+
+    rows = [list(_COLUMNS), _row(f"{name(sim.policy)} (policy)", sim.policy, sim.evaluated)]
+    if sim.first_tier_only is not None:
+        rows.append(_row(f"{name(sim.first_tier_only)} ({sim.tiers[0]} only)", sim.first_tier_only, sim.evaluated))
     rows += [_row(label, p, sim.evaluated) for label, p in extra]
     shown = [p for p in sim.points if every and (abs(p.min_confidence / every - round(p.min_confidence / every))
                                                  < 1e-6 or p is sim.points[-1])]
@@ -304,6 +454,8 @@ def describe(sim: Simulation) -> str:
         f"${sim.pricing.usd_per_completion_token * 1e6:.3f} per 1M prompt / completion tokens)"),
         (f"latency: specialist p50 {sim.specialist_latency_ms:.3f} ms ({sim.specialist_latency_source}) + "
         f"escalated share x foundation {sim.foundation_latency_ms:g} ms (ASSUMED, --foundation-latency-ms)"),
+        *(["tiers: " + ", ".join(f"{n} p50 {ms:.3f} ms" for n, ms in zip(sim.tiers, sim.tier_latency_ms))
+           + " (a tier's latency counts for the share of rows that reach it)"] if sim.tiers else []),
         (f"decide() check: policy point recomputed with router.decision.decide on all {sim.decide_checked_rows} "
         "rows: identical"),
     ]

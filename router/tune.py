@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ _DECIMALS = 6
 
 
 def choose_threshold(sim: Simulation, target_accuracy: float) -> SweepPoint | None:
-    meeting = [p for p in sim.points if p.accuracy >= target_accuracy - 1e-12]
+    """The cheapest point meeting the target; for a cascade simulated with a grid, over every tier's
+    threshold at once (the point's `thresholds` then holds one value per tier)."""
+    meeting = [p for p in (sim.grid or sim.points) if p.accuracy >= target_accuracy - 1e-12]
     if not meeting:
         return None
     return min(meeting, key=lambda p: (p.cost_usd, p.escalated_share, p.min_confidence))
@@ -63,13 +65,15 @@ def _yaml() -> YAML:
 
 
 def write_threshold(
-    path: Path, route: str, value: float, specialist_classes: Mapping[str, tuple[str, ...]] | None = None,
-    comment: str | None = None,
+    path: Path, route: str, value: float | Sequence[float],
+    specialist_classes: Mapping[str, tuple[str, ...]] | None = None, comment: str | None = None,
 ) -> LoadedPolicy:
     """Set `routes.<route>.min_confidence` in `path`; returns the re-loaded, validated policy.
 
-    `comment`, when given, becomes (or replaces) the end-of-line comment of that key.
+    A sequence sets the route's own threshold and then `cascade[k].min_confidence` of each further tier.
+    `comment`, when given, becomes (or replaces) the end-of-line comment of the route's own key.
     """
+    values = [value] if isinstance(value, int | float) else list(value)
     text = read_policy_text(path)
     parse_policy(text, str(path))  # the parsing limits (size, no anchors/aliases) before building anything
     yaml = _yaml()
@@ -78,13 +82,18 @@ def write_threshold(
     node = routes.get(route) if isinstance(routes, CommentedMap) else None
     if not isinstance(node, CommentedMap):
         raise PolicyConfigError(str(path), [f"{path}: routes.{route}: no such route mapping"])
-    new = render_threshold(value)
-    if "min_confidence" in node:
-        node["min_confidence"] = new
-    else:
-        keys = list(node)
-        at = keys.index("specialist") + 1 if "specialist" in keys else len(keys)
-        node.insert(at, "min_confidence", new)
+    cascade = node.get("cascade") or []
+    if len(values) != 1 + len(cascade):
+        raise PolicyConfigError(str(path), [(f"{path}: routes.{route}: {len(values)} thresholds for "
+                                            f"{1 + len(cascade)} tier(s)")])
+    for tier, v in zip([node, *cascade], values):
+        new = render_threshold(v)
+        if "min_confidence" in tier:
+            tier["min_confidence"] = new
+        else:
+            keys = list(tier)
+            at = keys.index("specialist") + 1 if "specialist" in keys else len(keys)
+            tier.insert(at, "min_confidence", new)
     if comment is not None:
         node.yaml_add_eol_comment(comment, "min_confidence")
     buf = io.StringIO()

@@ -10,11 +10,25 @@ from typing import Any
 
 from specialists.errors import ArtifactError
 
-__all__ = ["FEATURES_FILE", "MANIFEST_FILE", "MODEL_FILE", "Manifest", "sha256_hex", "verify_sha256"]
+__all__ = [
+    "FEATURES_FILE",
+    "KINDS",
+    "MANIFEST_FILE",
+    "MODEL_FILE",
+    "TOKENIZER_FILE",
+    "Manifest",
+    "sha256_hex",
+    "verify_sha256",
+]
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 FEATURES_FILE = "features.json"
+TOKENIZER_FILE = "tokenizer.json"
+# kind -> the artifact besides model.onnx that the runtime needs (sha256-checked like the model).
+# "tfidf": n-gram featurizer + gather-and-sum graph (tier 1, tens of µs); "transformer": a
+# fine-tuned encoder fed by a `tokenizers` tokenizer (tier 2, a few ms).
+KINDS: dict[str, str] = {"tfidf": FEATURES_FILE, "transformer": TOKENIZER_FILE}
 _REQUIRED = ("name", "task", "version", "sha256", "classes", "input", "io", "opset")
 
 
@@ -36,6 +50,7 @@ class Manifest:
     input_names: tuple[str, str]
     output_name: str
     opset: int
+    kind: str = "tfidf"
     novelty: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
@@ -53,6 +68,7 @@ class Manifest:
             io = dict(data["io"])
             inputs = [str(x) for x in io["inputs"]]
             oos = data.get("oos_label")
+            kind = str(data.get("kind", "tfidf"))
             manifest = cls(
                 name=str(data["name"]),
                 task=str(data["task"]),
@@ -64,6 +80,7 @@ class Manifest:
                 input_names=(inputs[0], inputs[1]),
                 output_name=str(io["output"]),
                 opset=int(data["opset"]),
+                kind=kind,
                 novelty=str(data.get("novelty", "")),
                 metrics=dict(data.get("metrics", {})),
                 source=dict(data.get("source", {})),
@@ -78,7 +95,9 @@ class Manifest:
             raise ArtifactError(f"{where}: oos_label {manifest.oos_label!r} is not a class")
         if manifest.max_chars <= 0:
             raise ArtifactError(f"{where}: input.max_chars must be positive")
-        for needed in (MODEL_FILE, FEATURES_FILE):
+        if kind not in KINDS:
+            raise ArtifactError(f"{where}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+        for needed in (MODEL_FILE, KINDS[kind]):
             if needed not in sha:
                 raise ArtifactError(f"{where}: sha256 for {needed} missing")
         return manifest

@@ -27,7 +27,7 @@ from specialists.tokenizer import Featurizer
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-__all__ = ["BUNDLED_DIR", "Prediction", "Specialist", "SpecialistSet", "load_specialists"]
+__all__ = ["BUNDLED_DIR", "Prediction", "Specialist", "SpecialistSet", "load_specialists", "open_specialist"]
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 _BUCKET = 512  # max texts per session.run in predict()
@@ -73,35 +73,43 @@ class Specialist:
         """
         directory = Path(directory)
         self.manifest = Manifest.load(directory)
-        model = verify_sha256(directory / MODEL_FILE, self.manifest.sha256[MODEL_FILE])
-        features = verify_sha256(directory / FEATURES_FILE, self.manifest.sha256[FEATURES_FILE])
-        try:
-            self._featurizer = Featurizer(json.loads(features.decode("utf-8")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ArtifactError(f"{directory / FEATURES_FILE}: invalid features ({exc!r})") from exc
         m = self.manifest
-        graph = LinearGraph.from_onnx(model) if (m.input_names, m.output_name) == _LINEAR_IO else None
-        self._graph = graph
-        self._session: Any = None
-        if graph is None:
-            self._session = _session(model, directory / MODEL_FILE)
         self.name: str = m.name
         self.version: str = m.version
         self.classes: tuple[str, ...] = m.classes
         self.oos_label: str | None = m.oos_label
         self.max_chars: int = m.max_chars
+        self.kind: str = m.kind
         self.directory = directory
-        self._ids_name, self._weights_name = m.input_names
-        self._outputs = [m.output_name]
-        n_out: object = graph.n_classes if graph is not None else self._session.get_outputs()[0].shape[-1]
-        if isinstance(n_out, int) and n_out != len(self.classes):
-            raise ArtifactError(f"{directory / MODEL_FILE}: {n_out} outputs but {len(self.classes)} classes")
+        self._load(directory)
         self.cache_size = max(0, int(cache_size))
         self._cached: Callable[[str], tuple[Sequence[float], float]] = (
             functools.lru_cache(maxsize=self.cache_size)(self._cache_entry)
             if self.cache_size
             else self._scores
         )
+
+    def _load(self, directory: Path) -> None:
+        """Verify and load the kind-specific artifacts (here: tf-idf features + gather-and-sum graph)."""
+        m = self.manifest
+        if m.kind != "tfidf":
+            raise ArtifactError(f"{directory}: a {m.kind!r} specialist; load it with open_specialist()")
+        model = verify_sha256(directory / MODEL_FILE, m.sha256[MODEL_FILE])
+        features = verify_sha256(directory / FEATURES_FILE, m.sha256[FEATURES_FILE])
+        try:
+            self._featurizer = Featurizer(json.loads(features.decode("utf-8")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"{directory / FEATURES_FILE}: invalid features ({exc!r})") from exc
+        graph = LinearGraph.from_onnx(model) if (m.input_names, m.output_name) == _LINEAR_IO else None
+        self._graph = graph
+        self._session: Any = None
+        if graph is None:
+            self._session = _session(model, directory / MODEL_FILE)
+        self._ids_name, self._weights_name = m.input_names
+        self._outputs = [m.output_name]
+        n_out: object = graph.n_classes if graph is not None else self._session.get_outputs()[0].shape[-1]
+        if isinstance(n_out, int) and n_out != len(self.classes):
+            raise ArtifactError(f"{directory / MODEL_FILE}: {n_out} outputs but {len(self.classes)} classes")
 
     def __repr__(self) -> str:
         return f"Specialist(name={self.name!r}, version={self.version!r}, classes={len(self.classes)})"
@@ -121,6 +129,15 @@ class Specialist:
     def _check(self, text: object) -> None:
         if not isinstance(text, str):
             raise InferenceError(f"{self.name}: expected str, got {type(text).__name__}")
+
+    def _check_batch(self, texts: Sequence[str]) -> bool:
+        """The input checks of every kind's ``predict``: a sequence (a bare str is refused, it
+        would be read as characters) of str. False for an empty batch (nothing to run)."""
+        if isinstance(texts, str):
+            raise InferenceError(f"{self.name}: predict() takes a sequence of texts, not a str")
+        for text in texts:
+            self._check(text)
+        return bool(texts)
 
     def _prediction(self, row: list[float], novelty: float) -> Prediction:
         best = row.index(max(row))
@@ -161,11 +178,7 @@ class Specialist:
         length buckets so that padding stays small, one batched ``session.run`` per bucket (at
         most ``_BUCKET`` texts, rows at most twice as wide as the narrowest).
         """
-        if isinstance(texts, str):
-            raise InferenceError(f"{self.name}: predict() takes a sequence of texts, not a str")
-        for text in texts:
-            self._check(text)
-        if not texts:
+        if not self._check_batch(texts):
             return []
         ids, weights, lens, novelties = self._featurizer.featurize_batch(texts, self.max_chars)
         if self._graph is not None:
@@ -204,6 +217,15 @@ class Specialist:
         return [self._prediction(row, nov) for row, nov in zip(probs.tolist(), novelties)]
 
 
+def open_specialist(directory: Path, *, cache_size: int = 0) -> Specialist:
+    """Load the specialist in ``directory`` with the runtime class of its manifest's ``kind``."""
+    if Manifest.load(Path(directory)).kind == "transformer":
+        from specialists.encoder import EncoderSpecialist  # imported on demand: needs `tokenizers`
+
+        return EncoderSpecialist(directory, cache_size=cache_size)
+    return Specialist(directory, cache_size=cache_size)
+
+
 class SpecialistSet:
     """A name-indexed, read-only collection of loaded specialists."""
 
@@ -229,7 +251,7 @@ class SpecialistSet:
             dirs = sorted(p for p in directory.iterdir() if (p / MANIFEST_FILE).is_file())
         else:
             dirs = [directory / n for n in names]
-        return cls(Specialist(d, cache_size=cache_size) for d in dirs)
+        return cls(open_specialist(d, cache_size=cache_size) for d in dirs)
 
     def __getitem__(self, name: str) -> Specialist:
         return self._by_name[name]

@@ -87,17 +87,21 @@ def write_policy(tmp_path: Path, upstream: Upstream) -> Callable[..., Path]:
     """Write a policy: default.yaml's routes (those whose specialists exist) + aliases on the upstream.
 
     `models` maps alias -> fake model (default `fake-ok` for every alias); `edit(doc)` may change
-    the parsed document before it is written.
+    the parsed document before it is written. The routes' `cascade` tiers are dropped unless
+    `cascades=True`: tests force an escalation by raising the route's own `min_confidence`, which a
+    tier-2 specialist would otherwise answer (tests/router/test_cascade.py keeps them).
     """
 
     def write(models: dict[str, str] | None = None, edit: Callable[[Any], None] | None = None,
-              name: str = "policy.yaml") -> Path:
+              name: str = "policy.yaml", cascades: bool = False) -> Path:
         yaml = YAML(typ="rt")
         doc = yaml.load((ROOT / "policies" / "default.yaml").read_text())
         present = bundled_names()
         for route in list(doc["routes"]):
             if doc["routes"][route]["specialist"] not in present:
                 del doc["routes"][route]
+            elif not cascades:
+                doc["routes"][route].pop("cascade", None)
         for alias, spec in doc["aliases"].items():
             spec["model"] = "openai/" + (models or {}).get(alias, "fake-ok")
             spec["api_base"] = upstream.api_base

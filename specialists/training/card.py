@@ -12,23 +12,37 @@ def _pct(x: Any) -> str:
     return "n/a" if x is None else f"{100 * float(x):.2f}%"
 
 
-def render_card(m: dict[str, Any]) -> str:
-    met = m["metrics"]
-    src = m.get("source", {})
+def _model_lines(m: dict[str, Any]) -> list[str]:
     cfg = m["trained_with"]["config"]
-    lines = [
-        f"# Model card: `{m['name']}` specialist",
-        "",
-        m.get("description", ""),
-        "",
-        f"- **Version:** `{m['version']}` (sha256 of model.onnx: `{m['sha256']['model.onnx']}`)",
-        f"- **Classes ({len(m['classes'])}):** "
-        + ", ".join(f"`{c}`" for c in m["classes"][:40])
-        + (" …" if len(m["classes"]) > 40 else ""),
-        f"- **Out-of-scope label:** `{m['oos_label']}`"
-        if m.get("oos_label")
-        else "- **Out-of-scope label:** none",
-        f"- **Input:** one text, truncated to {m['input']['max_chars']} characters.",
+    if m.get("kind") == "transformer":
+        base, exp, tr = m["base_model"], m["export"], m["trained_with"]["training"]
+        variants = ", ".join(
+            f"{k}: dev accuracy {_pct(v['dev_accuracy'])}, {v['p50_ms_one_text']} ms p50 per text, "
+            f"{v['bytes'] / 1e6:.1f} MB"
+            for k, v in exp["variants"].items()
+        )
+        return [
+            (
+                f"- **Model:** {base['name']} ({base['license']}; {base['from']}) fine-tuned with mean pooling and "
+                f"a linear head: {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']} (head "
+                f"{cfg['head_lr']}), warm-up {cfg['warmup']}, weight decay {cfg['weight_decay']}, max "
+                f"{cfg['max_tokens']} tokens, seed {cfg['seed']}; best epoch on dev: {tr['best_epoch']} "
+                f"(training {tr['train_seconds']} s with torch {tr['torch']} on the CPU)."
+            ),
+            (
+                f"- **Export:** ONNX opset {m['opset']}, **{exp['chosen']}** ({exp['rule']}; {variants}; int8 and "
+                f"fp32 agree on {_pct(exp['dev_label_agreement_int8_fp32'])} of dev labels). Temperature "
+                f"T={m['temperature']} fitted on {m['calibration'].removeprefix('temperature fitted on ')}, "
+                "inside the graph."
+            ),
+            (
+                "- **Runtime:** `specialists/encoder.py`: the `tokenizers` wheel (this `tokenizer.json`, padding "
+                "off, truncation on) + onnxruntime (`input_ids`, `attention_mask` → `probabilities`), one "
+                "intra-op thread; no torch. The session is created on first use."
+            ),
+            f"- **Tier-1 sibling:** `{m['sibling']}` (this model answers what the sibling is unsure of).",
+        ]
+    return [
         (
             "- **Model:** tf-idf n-grams ("
             + (f"word {tuple(cfg['word_ngram'])}" if cfg["word_ngram"][1] else "")
@@ -49,6 +63,59 @@ def render_card(m: dict[str, Any]) -> str:
             "Python + numpy (`specialists/tokenizer.py`: n-gram lookup and counting in Python, tf-idf weighting "
             "and per-block l2 norm in numpy, once per batch in `predict`)."
         ),
+    ]
+
+
+def _sibling_lines(vs: dict[str, Any] | None) -> list[str]:
+    if not vs:
+        return []
+    cas = vs["cascade"]
+    rows = [
+        ("tf-idf sibling alone", vs["sibling_accuracy"], vs["sibling_at_its_0.95_threshold"]),
+        ("this model alone", vs["accuracy"], vs["tier2_at_its_0.95_threshold"]),
+    ]
+    lines = [
+        "",
+        f"## Against the tier-1 sibling `{vs['sibling']}` ({vs['sibling_version']}), test split",
+        "",
+        "| model | accuracy | threshold (dev / calibration 95% point) | answered at it | accuracy when answered |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {_pct(acc)} | {sel['threshold']} | {_pct(sel['accepted'])} | "
+        f"{_pct(sel['accuracy_when_accepted'])} |"
+        for name, acc, sel in rows
+    ]
+    lines += [
+        (
+            f"| cascade (sibling ≥ {cas['thresholds'][0]}, else this ≥ {cas['thresholds'][1]}) | - | - | "
+            f"{_pct(1 - cas['escalated_share'])} (tier 1 {_pct(cas['tier1_share'])}, tier 2 "
+            f"{_pct(cas['tier2_share'])}) | {_pct(cas['accuracy_when_answered'])} |"
+        ),
+        "",
+        "The rest of the cascade's inputs escalate to the foundation model (`hybrid-router simulate` prices it).",
+    ]
+    return lines
+
+
+def render_card(m: dict[str, Any]) -> str:
+    met = m["metrics"]
+    src = m.get("source", {})
+    transformer = m.get("kind") == "transformer"
+    lines = [
+        f"# Model card: `{m['name']}` specialist",
+        "",
+        m.get("description", ""),
+        "",
+        f"- **Version:** `{m['version']}` (sha256 of model.onnx: `{m['sha256']['model.onnx']}`)",
+        f"- **Classes ({len(m['classes'])}):** "
+        + ", ".join(f"`{c}`" for c in m["classes"][:40])
+        + (" …" if len(m["classes"]) > 40 else ""),
+        f"- **Out-of-scope label:** `{m['oos_label']}`"
+        if m.get("oos_label")
+        else "- **Out-of-scope label:** none",
+        f"- **Input:** one text, truncated to {m['input']['max_chars']} characters.",
+        *_model_lines(m),
         "",
         "## Data",
         "",
@@ -82,8 +149,8 @@ def render_card(m: dict[str, Any]) -> str:
     par = met["parity"]
     lines += [
         (
-            f"| parity vs sklearn | {_pct(par['label_agreement'])} labels, max prob diff {par['max_abs_prob_diff']:.1e}"
-            f" ({par['n']} texts) |"
+            f"| parity {'predict_one vs batch' if transformer else 'vs sklearn'} | {_pct(par['label_agreement'])} "
+            f"labels, max prob diff {par['max_abs_prob_diff']:.1e} ({par['n']} texts) |"
         ),
     ]
     if "latency_p50_us" in met:
@@ -98,7 +165,8 @@ def render_card(m: dict[str, Any]) -> str:
             )
     fb = met["file_bytes"]
     lines += [
-        f"| model.onnx / features.json | {fb['model.onnx']:,} B / {fb['features.json']:,} B |",
+        " / ".join(f"| {k}" if i == 0 else k for i, k in enumerate(fb)) + " | "
+        + " / ".join(f"{v:,} B" for v in fb.values()) + " |",
         "",
         (
             "Speed measured on one core (intra-op threads 1) on a shared 2-core build machine, medians of 3 "
@@ -141,13 +209,17 @@ def render_card(m: dict[str, Any]) -> str:
                 "reliably reject them, so the gateway should also escalate on high novelty."
             ),
         ]
+    lines += _sibling_lines(met.get("vs_sibling"))
     lines += [
         "",
         "## Intended use and limitations",
         "",
         "- A cheap first answer for the gateway; escalate to the LLM below the threshold or on high novelty.",
         (
-            "- English only; bag-of-n-grams model (no word order beyond bigrams, no negation scope, no world "
+            "- English only; a small encoder fine-tuned on one dataset: it reads word order and negation, but "
+            "accuracy on text unlike the training data is likely lower. A few ms of CPU per text."
+            if transformer
+            else "- English only; bag-of-n-grams model (no word order beyond bigrams, no negation scope, no world "
             "knowledge). Accuracy on text unlike the training data is not measured and is likely much lower."
         ),
         "- Biases of the source dataset (domain, annotators, time period) carry over.",
@@ -155,8 +227,12 @@ def render_card(m: dict[str, Any]) -> str:
         (
             "Rebuild: `python -m specialists.training build --only "
             + m["name"]
-            + "` (deterministic; the rebuilt "
-            "model.onnx has the same sha256)."
+            + (
+                "` (needs the training extra and `pip install torch==2.13.0`; seeds fixed: figures reproduce "
+                "within 0.3 points, bytes may differ)."
+                if transformer
+                else "` (deterministic; the rebuilt model.onnx has the same sha256)."
+            )
         ),
         "",
     ]

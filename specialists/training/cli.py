@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from specialists.training.data import REPO_ROOT, Split, default_data_root, load_split
 from specialists.training.train import TrainConfig
@@ -31,10 +32,24 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--char-ngrams", action="store_true", help="add char_wb 2-5 n-grams")
     t.add_argument("--C", type=float, default=10.0)
     t.add_argument("--no-speed", action="store_true", help="skip latency/throughput measurement")
+    t.add_argument(
+        "--kind",
+        choices=("tfidf", "transformer"),
+        default="tfidf",
+        help="tfidf (tier 1, default) or transformer (tier 2: fine-tunes all-MiniLM-L6-v2; needs --dev "
+        "and the training extra: pip install torch==2.13.0, see README)",
+    )
+    t.add_argument("--sibling", type=Path, help="transformer: the tf-idf specialist of the same task, to compare")
     b = sub.add_parser("build", help="rebuild the bundled specialists")
     b.add_argument("--data-root", type=Path)
     b.add_argument("--only", nargs="+")
     b.add_argument("--out", type=Path, default=REPO_ROOT / "specialists" / "bundled")
+    b.add_argument(
+        "--finetune-cache",
+        type=Path,
+        default=REPO_ROOT / ".cache" / "finetune",
+        help="tier-2 checkpoints, reused when config and data are unchanged",
+    )
     s = sub.add_parser("select", help="choose the bundled recipes on dev splits -> selection.json")
     s.add_argument("--data-root", type=Path)
     s.add_argument("--only", nargs="+")
@@ -62,6 +77,8 @@ def _train(args: argparse.Namespace) -> int:
         source = source_info(args.source_md.parent, source["splits"], args.source_md) | {
             "source_md": str(args.source_md)
         }
+    if args.kind == "transformer":
+        return _train_transformer(args, load, source)
     config = TrainConfig(char_ngram=(2, 5) if args.char_ngrams else None, C=args.C)
     job = Job(
         name=args.name,
@@ -82,21 +99,59 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_transformer(args: argparse.Namespace, load: Any, source: dict[str, Any]) -> int:
+    from specialists.training.encoder_build import EncoderJob, build_encoder
+    from specialists.training.finetune import FinetuneConfig
+
+    if args.dev is None:
+        print("--kind transformer needs --dev (epoch, int8/fp32 choice, temperature, thresholds)", file=sys.stderr)
+        return 2
+    train = load(args.train)
+    job = EncoderJob(
+        name=args.name,
+        sibling=args.sibling.name if args.sibling else "",
+        config=FinetuneConfig(),
+        train=train,
+        dev=load(args.dev),
+        test=load(args.test),
+        classes=sorted(set(train.labels)),
+        source=source,
+        description=f"Custom tier-2 specialist {args.name!r}.",
+    )
+    manifest = build_encoder(job, args.out, None, args.sibling, measure_speed=not args.no_speed)
+    m = manifest["metrics"]
+    print(f"{args.name}: accuracy {m['accuracy']:.4f} ECE {m['ece']:.4f} ({manifest['export']['chosen']}) -> {args.out}")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from specialists.training.build import build
-    from specialists.training.recipes import BUNDLED, job_for
+    from specialists.training.recipes import BUNDLED, TIER2, encoder_job_for, job_for
 
     root = default_data_root(args.data_root)
     if not root.is_dir():
         print(f"data root {root} not found (use --data-root or HYBRID_ROUTER_DATA)", file=sys.stderr)
         return 2
-    names = args.only or list(BUNDLED)
-    unknown = [n for n in names if n not in BUNDLED]
+    names = args.only or [*BUNDLED, *TIER2]
+    unknown = [n for n in names if n not in BUNDLED and n not in TIER2]
     if unknown:
-        print(f"unknown specialist(s): {', '.join(unknown)}; known: {', '.join(BUNDLED)}", file=sys.stderr)
+        print(f"unknown specialist(s): {', '.join(unknown)}; known: {', '.join([*BUNDLED, *TIER2])}", file=sys.stderr)
         return 2
     for name in names:
         start = time.perf_counter()
+        if name in TIER2:
+            from specialists.training.encoder_build import build_encoder
+
+            job = encoder_job_for(name, root)
+            manifest = build_encoder(job, args.out / name, args.finetune_cache, args.out / job.sibling)
+            m = manifest["metrics"]
+            print(
+                f"{name}: acc {m['accuracy']:.4f} ece {m['ece']:.4f} p50 {m.get('latency_p50_us')}us "
+                f"{manifest['export']['chosen']} size {m['file_bytes']['model.onnx']} sha {manifest['version']} "
+                f"({time.perf_counter() - start:.0f}s)",
+                flush=True,
+            )
+            continue
         manifest = build(job_for(name, root), args.out / name)
         m = manifest["metrics"]
         print(

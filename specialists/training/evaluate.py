@@ -159,7 +159,7 @@ def speed(
             spec.predict(chunk)
             n += 1
         rates.append(n * batch / (time.perf_counter() - start_s))
-    cached = Specialist(spec.directory, cache_size=len(chunk))
+    cached = type(spec)(spec.directory, cache_size=len(chunk))
     for t in chunk:
         cached.predict_one(t)
     hits = []

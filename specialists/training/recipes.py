@@ -15,6 +15,7 @@ from typing import Any
 
 from specialists.training.build import Job
 from specialists.training.data import load_split, merge
+from specialists.training.finetune import FinetuneConfig
 from specialists.training.splits import (
     AG_NEWS_SEED,
     CARVED,
@@ -26,7 +27,17 @@ from specialists.training.splits import (
 )
 from specialists.training.train import TrainConfig
 
-__all__ = ["BUNDLED", "GRID", "SELECTION_FILE", "job_for", "load_selection", "recipe_config", "source_info"]
+__all__ = [
+    "BUNDLED",
+    "GRID",
+    "SELECTION_FILE",
+    "TIER2",
+    "encoder_job_for",
+    "job_for",
+    "load_selection",
+    "recipe_config",
+    "source_info",
+]
 
 OFFDOMAIN_ROWS = 300
 SELECTION_FILE = Path(__file__).with_name("selection.json")
@@ -79,6 +90,19 @@ BUNDLED: dict[str, tuple[str, TrainConfig, str]] = {
         "ag_news",
         TrainConfig(char_ngram=(2, 5), char_min_df=2, C=10.0, char_max_features=150_000),
         "News topic (World, Sports, Business, Sci/Tech).",
+    ),
+}
+
+
+# Tier-2 (transformer) specialists: name -> (tf-idf sibling, config, description). Trained on the
+# train split only: the dev split (which the sentiment tf-idf recipe merges into its training
+# data) picks the epoch, the int8/fp32 variant, the temperature and the thresholds.
+TIER2: dict[str, tuple[str, FinetuneConfig, str]] = {
+    "sentiment_minilm": (
+        "sentiment",
+        FinetuneConfig(),
+        ("Binary sentiment (negative/positive) of a short English text: all-MiniLM-L6-v2 fine-tuned on "
+        "SST-2 (tier 2: answers what the tf-idf `sentiment` specialist is unsure of)."),
     ),
 }
 
@@ -211,5 +235,33 @@ def job_for(name: str, root: Path, config: TrainConfig | None = None) -> Job:
         oos_test=s.get("oos_test"),
         source=source_info(root / folder_name, splits) | {"protocol": protocol},
         offdomain=_offdomain(name, root),
+        description=description,
+    )
+
+
+def encoder_job_for(name: str, root: Path, config: FinetuneConfig | None = None) -> Any:
+    """The :class:`EncoderJob` of a tier-2 specialist (train / dev / test of its sibling's dataset)."""
+    from specialists.training.encoder_build import EncoderJob
+
+    sibling, default_config, description = TIER2[name]
+    folder = root / BUNDLED[sibling][0]
+    s = dataset_splits(sibling, root)
+    if "dev" not in s:
+        raise ValueError(f"{name}: the {folder.name} dataset has no dev split")
+    splits = (
+        "train.jsonl for fine-tuning; dev.jsonl for the epoch, the int8/fp32 choice, the temperature and the "
+        "thresholds; test.jsonl for evaluation"
+    )
+    classes = sorted(set(s["train"].labels))
+    return EncoderJob(
+        name=name,
+        sibling=sibling,
+        config=config or default_config,
+        train=s["train"],
+        dev=s["dev"],
+        test=s["test"],
+        classes=classes,
+        source=source_info(folder, splits),
+        offdomain=_offdomain(sibling, root),
         description=description,
     )

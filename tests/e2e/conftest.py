@@ -40,8 +40,8 @@ def conformance_policy(path: Path, upstream: Upstream) -> Path:
         # deep copies: a shared object would be written as a YAML anchor, which policies refuse
         return {**copy.deepcopy(dict(routes[name])), **changes}
 
-    routes["sentiment_hard"] = like("sentiment", min_confidence=1.0)
-    routes["sentiment_down"] = like("sentiment", min_confidence=1.0, escalate_to="broken")
+    routes["sentiment_hard"] = like("sentiment", min_confidence=1.0, cascade=[])  # no tier 2: always escalates
+    routes["sentiment_down"] = like("sentiment", min_confidence=1.0, cascade=[], escalate_to="broken")
     routes["support_down"] = like("support", escalate_to="broken")
     routes["auto_down"] = like("auto", tiers={k: "broken" for k in routes["auto"]["tiers"]},
                                low_confidence_tier="broken")

@@ -38,6 +38,7 @@ def test_default_policy_is_valid_against_the_bundled_specialists() -> None:
     loaded = load_policy(ROOT / "policies" / "default.yaml", {n: specialists[n].classes for n in specialists})
     assert len(loaded.version) == 12
     used = {r.specialist for r in loaded.policy.routes.values()}
+    used |= {t.specialist for r in loaded.policy.routes.values() if isinstance(r, ClassifyRoute) for t in r.tiers()}
     assert used == set(specialists), "default.yaml must use every bundled specialist"
 
 

@@ -34,11 +34,15 @@ def test_manifest_hashes_and_size(name: str) -> None:
         assert hashlib.sha256((d / file).read_bytes()).hexdigest() == expected, file
     assert manifest["version"] == manifest["sha256"]["model.onnx"][:16]
     assert manifest["task"] == manifest["name"] == name
-    assert (d / "model.onnx").stat().st_size <= 8 * 1024 * 1024
+    transformer = manifest.get("kind") == "transformer"
+    # tier 2 (a transformer, int8) is allowed 32 MiB in git; tf-idf specialists 8 MiB
+    assert (d / "model.onnx").stat().st_size <= (32 if transformer else 8) * 1024 * 1024
     assert (d / "MODEL_CARD.md").is_file()
     metrics = manifest["metrics"]
-    assert metrics["parity"]["label_agreement"] == 1.0
-    assert metrics["parity"]["max_abs_prob_diff"] <= 1e-4
+    assert metrics["parity"]["label_agreement"] >= (0.99 if transformer else 1.0)
+    # tf-idf: ONNX vs sklearn; transformer: one unpadded text vs padded batches (int8 activations are
+    # quantized per batch, so padding moves probabilities a little, never the label)
+    assert metrics["parity"]["max_abs_prob_diff"] <= (2e-2 if transformer else 1e-4)
     for level in ("0.90", "0.95", "0.98", "0.99"):
         assert level in metrics["risk_coverage"] and level in metrics["thresholds"]
 
@@ -51,10 +55,11 @@ def test_accuracy_and_parity_on_test_split(name: str) -> None:
             f"../shared/data not present: {DATA_ROOT} missing, cannot re-measure {name} on its test split"
         )
     from specialists.training.data import merge
+    from specialists.training.recipes import TIER2
     from specialists.training.splits import dataset_splits
 
     spec = load_specialists()[name]
-    splits = dataset_splits(name, DATA_ROOT)
+    splits = dataset_splits(TIER2[name][0] if name in TIER2 else name, DATA_ROOT)
     test = merge(splits["test"], splits["oos_test"]) if "oos_test" in splits else splits["test"]
     preds = spec.predict(test.texts)
     accuracy = float(np.mean([p.label == y for p, y in zip(preds, test.labels)]))

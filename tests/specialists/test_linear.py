@@ -15,7 +15,8 @@ from specialists.linear import LinearGraph
 from specialists.runtime import BUNDLED_DIR, _session
 from specialists.training.data import load_split
 
-BUNDLED = sorted(p for p in BUNDLED_DIR.iterdir() if (p / "manifest.json").is_file())
+BUNDLED = sorted(p for p in BUNDLED_DIR.iterdir() if (p / "manifest.json").is_file()
+                 and json.loads((p / "manifest.json").read_text()).get("kind", "tfidf") == "tfidf")
 TEXTS = ["", "a", "the film was really great", "I want to cancel my card", "WINNER!! claim now",
          "caf\udcff \U0001f600 ☃ żółć", "great " * 400, "what is the capital city of Australia?"]
 

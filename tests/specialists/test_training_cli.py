@@ -33,7 +33,12 @@ def test_eval_reports_every_bundled_specialist(tmp_path: Path, capsys: pytest.Ca
         hybrid_router(["eval", "--data-root", str(DATA_ROOT), "--out", str(tmp_path)])
     assert done.value.code == 0
     printed = capsys.readouterr().out
-    for name in load_specialists():
+    specs = load_specialists()
+    for name in specs:
+        sibling = specs[name].manifest.raw.get("sibling")
+        if sibling:  # a tier-2 specialist is shown against its tf-idf sibling
+            assert f"{name} (tier 2) vs {sibling} (tier 1): accuracy" in printed
+    for name in specs:
         assert name in printed
         for kind in ("reliability", "risk_coverage"):
             png = tmp_path / f"{name}_{kind}.png"
