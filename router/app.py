@@ -36,7 +36,8 @@ from .escalation import Escalator
 from .escalation_log import EscalationLog
 from .gateway import Gateway
 from .metrics import GatewayMetrics
-from .policy import load_policy
+from .policy import load_policy, read_policy_text
+from .policy_specialists import extend
 from .pricing import PriceTable
 from .redis_state import RedisState
 from .reload import PolicyReloader
@@ -55,6 +56,8 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
     specialists = SpecialistSet.load(settings.specialists_dir)
     for name in specialists:  # first inference allocates (ORT arenas, caches): not on a request
         specialists[name].predict_one("warm up")
+    specialists = extend(specialists, read_policy_text(settings.policy_path, settings.policy_max_bytes),
+                         str(settings.policy_path), settings.policy_max_bytes)
     policy = load_policy(settings.policy_path, {n: specialists[n].classes for n in specialists},
                          settings.policy_max_bytes)
     metrics.set_policy_version(policy.version)

@@ -235,7 +235,13 @@ class Gateway:
                     self.avoided_cost(route.escalate_to, texts[i]), 0.0, policy.version, specialist.version,
                     pred.novelty,
                 )
-                self._maybe_shadow(policy, route_name, route, specialist, texts[i], decision.label)
+                self._maybe_shadow(policy, route_name, route, specialist, texts[i], decision.label, pred.confidence)
+            elif pred is not None and decision.reason == "low_confidence" and self._foundation_weaker(
+                    policy, route_name, route, pred.confidence):
+                outcomes[i] = Outcome(
+                    route_name, pred.label, pred.confidence, "degraded", "foundation_weaker", unit_cost, 0.0, 0.0,
+                    policy.version, specialist.version, pred.novelty,
+                )
             else:
                 escalating.append((i, pred, decision))
 
@@ -278,8 +284,18 @@ class Gateway:
             done.append(o)
         return policy, done
 
+    def _foundation_weaker(self, policy: LoadedPolicy, route_name: str, route: ClassifyRoute,
+                           confidence: float) -> bool:
+        """Note a low-confidence input; True when the route answers it itself because its
+        foundation model is measured weaker (`when_foundation_weaker: answer`)."""
+        shadow = policy.policy.shadow
+        if shadow.sample_rate <= 0:
+            return False
+        self.shadow.escalated(shadow, route_name, confidence)
+        return route.when_foundation_weaker == "answer" and route_name in self.shadow.weaker
+
     def _maybe_shadow(self, policy: LoadedPolicy, route_name: str, route: ClassifyRoute, specialist: Specialist,
-                      text: str, label: str) -> None:
+                      text: str, label: str, confidence: float) -> None:
         shadow = policy.policy.shadow
         alias = route.escalate_to
         if alias is None or not self.shadow.sampled(shadow) or self.foundation_open(alias) is not None:
@@ -289,9 +305,14 @@ class Gateway:
             result = await self.escalator.classify(alias, specialist.classes, text, route.prompt)
             await self.budget.add(result.usage.cost_usd)
             self.metrics.cost.labels("shadow", result.alias).inc(result.usage.cost_usd)
+            self.escalation_log.record(
+                policy.policy.escalation_log, route=route_name, reason="shadow", specialist_label=label,
+                confidence=confidence, foundation_label=result.label, alias=result.alias,
+                policy_version=policy.version, specialist_version=specialist.version, text=text,
+                keep_input=route.keep_inputs, kind="shadow")
             return result.label
 
-        self.shadow.check(shadow, route_name, label, ask)
+        self.shadow.check(shadow, route_name, label, confidence, ask)
 
     async def _escalate(
         self,
@@ -334,7 +355,7 @@ class Gateway:
                     specialist_label=None if pred is None else pred.label,
                     confidence=None if pred is None else pred.confidence, foundation_label=result.label,
                     alias=result.alias, policy_version=policy.version, specialist_version=specialist.version,
-                    text=text)
+                    text=text, keep_input=route.keep_inputs)
                 confidence = 1.0 if pred is None else float(pred.probabilities.get(result.label, 0.0))
                 return orjson.dumps({"label": result.label, "confidence": confidence, "cost_usd": usage.cost_usd,
                                      "foundation_alias": result.alias, "prompt_tokens": usage.prompt_tokens,
