@@ -40,7 +40,8 @@ from .escalation_log import EscalationLog
 from .gateway import Gateway
 from .logs import configure_logging
 from .metrics import GatewayMetrics
-from .policy import ClassifyRoute, load_policy
+from .policy import ClassifyRoute, load_policy, read_policy_text
+from .policy_specialists import extend
 from .pricing import PriceTable
 from .redis_state import RedisState
 from .reload import PolicyReloader
@@ -57,6 +58,8 @@ def build_gateway(settings: Settings, registry: CollectorRegistry | None = None)
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry(),
                              settings.metrics_dir or multiprocess_metrics_dir())
     specialists = SpecialistSet.load(settings.specialists_dir)
+    specialists = extend(specialists, read_policy_text(settings.policy_path, settings.policy_max_bytes),
+                         str(settings.policy_path), settings.policy_max_bytes)
     policy = load_policy(settings.policy_path, {n: specialists[n].classes for n in specialists},
                          settings.policy_max_bytes)
     used = {t.specialist for r in policy.policy.routes.values() if isinstance(r, ClassifyRoute) for t in r.tiers()}

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from .loop_cli import register as register_loop
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hybrid Router: specialists first, "
@@ -23,6 +25,8 @@ app.add_typer(policy_app, name="policy")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for /v1/* (needs ROUTER_AUTH__SECRET; with "
                        "ROUTER_REDIS__URL the keys live in Redis, else in ROUTER_AUTH__KEYS_FILE).")
 app.add_typer(keys_app, name="keys")
+
+register_loop(app)
 
 _FORWARD: dict[str, Any] = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
@@ -94,16 +98,18 @@ def policy_check(
     """Validate policy files exactly as the server does at start-up and on reload."""
     from specialists import SpecialistSet
 
-    from .policy import PolicyConfigError, load_policy
+    from .policy import PolicyConfigError, load_policy, read_policy_text
+    from .policy_specialists import extend
     from .settings import Settings
 
     settings = Settings()
     specialists = SpecialistSet.load(specialists_dir or settings.specialists_dir)
-    classes = {n: specialists[n].classes for n in specialists}
     failed = False
     for f in files:
         try:
-            loaded = load_policy(f, classes, settings.policy_max_bytes)
+            named = extend(specialists, read_policy_text(f, settings.policy_max_bytes), str(f),
+                           settings.policy_max_bytes)
+            loaded = load_policy(f, {n: named[n].classes for n in named}, settings.policy_max_bytes)
         except PolicyConfigError as exc:
             failed = True
             typer.echo(str(exc), err=True)

@@ -46,6 +46,7 @@ REASONS: tuple[str, ...] = (
     "upstream_rejected",
     "deadline",
     "alias_not_permitted",
+    "foundation_weaker",
 )
 
 

@@ -280,6 +280,12 @@ class Gateway:
             elif isinstance(decision, Answer):
                 assert pred is not None
                 outcomes[i] = self._answer(policy, route_name, route, specialist, 0, texts[i], pred, unit_cost)
+            elif pred is not None and decision.reason == "low_confidence" and self._foundation_weaker(
+                    policy, route_name, route, pred.confidence):
+                outcomes[i] = Outcome(
+                    route_name, pred.label, pred.confidence, "degraded", "foundation_weaker", unit_cost, 0.0, 0.0,
+                    policy.version, specialist.version, pred.novelty, specialist=specialist.name, tier=1,
+                )
             else:
                 escalating.append((i, pred, decision))
         if preds is not None:
@@ -332,7 +338,7 @@ class Gateway:
                 text: str, pred: Prediction, cost: float) -> Outcome:
         """A confident answer of cascade tier `tier` (0-based)."""
         self.metrics.tier_answered(route_name, str(tier + 1))
-        self._maybe_shadow(policy, route_name, route, spec, text, pred.label)
+        self._maybe_shadow(policy, route_name, route, spec, text, pred.label, pred.confidence)
         return Outcome(
             route_name, pred.label, pred.confidence, "specialist", "confident", cost,
             self.avoided_cost(route.escalate_to, text), 0.0, policy.version, spec.version, pred.novelty,
@@ -364,8 +370,18 @@ class Gateway:
             done.append(o)
         return policy, done
 
+    def _foundation_weaker(self, policy: LoadedPolicy, route_name: str, route: ClassifyRoute,
+                           confidence: float) -> bool:
+        """Note a low-confidence input; True when the route answers it itself because its
+        foundation model is measured weaker (`when_foundation_weaker: answer`)."""
+        shadow = policy.policy.shadow
+        if shadow.sample_rate <= 0:
+            return False
+        self.shadow.escalated(shadow, route_name, confidence)
+        return route.when_foundation_weaker == "answer" and route_name in self.shadow.weaker
+
     def _maybe_shadow(self, policy: LoadedPolicy, route_name: str, route: ClassifyRoute, specialist: Specialist,
-                      text: str, label: str) -> None:
+                      text: str, label: str, confidence: float) -> None:
         shadow = policy.policy.shadow
         alias = route.escalate_to
         if alias is None or not self.shadow.sampled(shadow) or self.foundation_open(alias) is not None:
@@ -375,9 +391,14 @@ class Gateway:
             result = await self.escalator.classify(alias, specialist.classes, text, route.prompt)
             await self.budget.add(result.usage.cost_usd)
             self.metrics.cost.labels(route_name, "shadow", result.alias).inc(result.usage.cost_usd)
+            self.escalation_log.record(
+                policy.policy.escalation_log, route=route_name, reason="shadow", specialist_label=label,
+                confidence=confidence, foundation_label=result.label, alias=result.alias,
+                policy_version=policy.version, specialist_version=specialist.version, text=text,
+                keep_input=route.keep_inputs, kind="shadow")
             return result.label
 
-        self.shadow.check(shadow, route_name, label, ask)
+        self.shadow.check(shadow, route_name, label, confidence, ask)
 
     async def _escalate(
         self,
@@ -420,7 +441,7 @@ class Gateway:
                     specialist_label=None if pred is None else pred.label,
                     confidence=None if pred is None else pred.confidence, foundation_label=result.label,
                     alias=result.alias, policy_version=policy.version, specialist_version=specialist.version,
-                    text=text)
+                    text=text, keep_input=route.keep_inputs)
                 confidence = 1.0 if pred is None else float(pred.probabilities.get(result.label, 0.0))
                 return orjson.dumps({"label": result.label, "confidence": confidence, "cost_usd": usage.cost_usd,
                                      "foundation_alias": result.alias, "prompt_tokens": usage.prompt_tokens,

@@ -193,6 +193,14 @@ class GatewayMetrics:
         self.shadow_tripped = Gauge(
             _P + "shadow_tripped", "1 while a route escalates every request after low shadow agreement.",
             ["route"], registry=registry, multiprocess_mode="livemax")
+        self.foundation_accuracy = Gauge(
+            _P + "foundation_accuracy_estimate", "The route's foundation model accuracy estimated from its last "
+            "shadow window (bound: lower, upper; see router/foundation_quality.py).", ["route", "bound"],
+            registry=registry, multiprocess_mode="livemostrecent")
+        self.foundation_weaker = Gauge(
+            _P + "foundation_weaker", "1 while the route's foundation model is measured weaker than its "
+            "specialist on the inputs it would escalate.", ["route"], registry=registry,
+            multiprocess_mode="livemax")
         self.policy_info = Gauge(
             _P + "policy_info", "1 for the policy version being served.", ["version"], registry=registry,
             multiprocess_mode="livemax")
@@ -288,6 +296,7 @@ class GatewayMetrics:
             self.specialist_errors.labels(route)
             if shadow_floor is not None:
                 self.shadow_tripped.labels(route)
+                self.foundation_weaker.labels(route)
             for code in SLO_ERROR_CODES:
                 self.request_errors.labels(route, code)
         for alias in aliases:

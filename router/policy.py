@@ -156,6 +156,17 @@ class ClassifyRoute(_SpecialistGate):
     on_invalid_label: Literal["fallback", "degrade"] = "fallback"
     """A foundation answer outside the label set: ask the alias's fallback, or answer degraded
     from the specialist. Either way it never counts toward the alias's circuit breaker."""
+    keep_inputs: bool = False
+    """Keep the input text of this route's escalations and shadow checks in the escalation stream
+    (for `hybrid-router distill`), for `escalation_log.input_ttl_s`. Off by default: entries then
+    hold labels and confidences only."""
+    when_foundation_weaker: Literal["escalate", "answer"] = "escalate"
+    """`answer`: while the shadow checks measure the foundation model weaker than the specialist
+    (see `router/foundation_quality.py`), low-confidence inputs are answered by the specialist,
+    flagged degraded with reason `foundation_weaker`, instead of escalating."""
+    rollback_to: str | None = None
+    """The specialist this route served before the last `hybrid-router promote` (written by it;
+    `hybrid-router rollback` switches back)."""
     cascade: tuple[CascadeTier, ...] = Field((), max_length=MAX_TIERS - 1)
     """Tiers 2.. in order: an input the previous tier is unsure of (low confidence, novel input, or a
     failed specialist) goes to the next tier, and to `escalate_to` after the last one."""
@@ -234,6 +245,9 @@ class Policy(_Strict):
     budgets: Budgets = Budgets()
     shadow: Shadow = Shadow()
     escalation_log: EscalationLog = EscalationLog()
+    specialists: Mapping[str, str] = Field(default_factory=dict)
+    """Extra specialists by name -> directory (a promoted candidate), loaded besides the bundled
+    ones; a relative directory is relative to the policy file."""
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Policy:
@@ -373,6 +387,8 @@ def _check_specialists(
         issues.append(f"{path}:{line}: {'.'.join(map(str, loc))}: {msg}" if line else f"{path}: {msg}")
 
     for name, route in policy.routes.items():
+        if isinstance(route, ClassifyRoute) and route.rollback_to is not None and route.rollback_to not in classes:
+            add(["routes", name, "rollback_to"], f"unknown specialist {route.rollback_to!r}")
         if route.specialist not in classes:
             add(["routes", name, "specialist"], f"unknown specialist {route.specialist!r} "
                 f"(bundled: {', '.join(sorted(classes))})")

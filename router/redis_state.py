@@ -231,6 +231,25 @@ class RedisState:
             await self._run("xtrim", stream, maxlen=maxlen, approximate=True)
         return ok
 
+    async def read_stream(self, stream: str, max_entries: int, page: int = 1000) -> list[dict[str, str]] | None:
+        """The fields of a stream's entries, oldest first (XRANGE in pages of `page`), at most
+        `max_entries`; None when Redis is unreachable. For offline tools (`distill`)."""
+        out: list[dict[str, str]] = []
+        start = "-"
+        while len(out) < max_entries:
+            ok, batch = await self._run("xrange", stream, start, "+", count=min(page, max_entries - len(out)))
+            if not ok:
+                return None
+            if not batch:
+                break
+            for entry_id, fields in batch:
+                out.append({k.decode(errors="replace") if isinstance(k, bytes) else str(k):
+                            v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+                            for k, v in fields.items()})
+            last = batch[-1][0]
+            start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+        return out
+
     async def publish(self, channel: str, message: bytes) -> bool:
         ok, _ = await self._run("publish", channel, message)
         return ok

@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from specialists import SpecialistSet
+
 from .gateway import Gateway
 from .policy import (
     MAX_POLICY_BYTES,
@@ -46,6 +48,7 @@ from .policy import (
     policy_version,
     read_policy_text,
 )
+from .policy_specialists import extend
 
 __all__ = [
     "ANNOUNCE_MAX_AGE_S",
@@ -186,9 +189,6 @@ class PolicyReloader:
     def shadow_reset(self, route: str | None) -> list[str]:
         return self._gw.shadow.reset(route)
 
-    def _classes(self) -> dict[str, tuple[str, ...]]:
-        return {n: self._gw.specialists[n].classes for n in self._gw.specialists}
-
     def apply(self, loaded: LoadedPolicy) -> None:
         """Swap `loaded` in (it has been validated against the loaded specialists)."""
         gw = self._gw
@@ -202,16 +202,19 @@ class PolicyReloader:
     async def reload(self, trigger: str) -> ReloadResult:
         async with self._lock:
             current = self._gw.policy
-            classes = self._classes()
+            specialists = self._gw.specialists
 
-            def load() -> LoadedPolicy:
+            def load() -> tuple[LoadedPolicy, SpecialistSet]:
                 text = read_policy_text(self._path, self._max_bytes)
                 if policy_version(text) == current.version:
-                    return current  # same bytes, already validated: no parsing (announcement floods)
-                return parse_policy(text, str(self._path), classes, self._max_bytes)
+                    return current, specialists  # same bytes, already validated (announcement floods)
+                # Specialists the policy names by directory (a promoted candidate) load first.
+                wider = extend(specialists, text, str(self._path), self._max_bytes)
+                classes = {n: wider[n].classes for n in wider}
+                return parse_policy(text, str(self._path), classes, self._max_bytes), wider
 
             try:
-                loaded = await asyncio.to_thread(load)
+                loaded, wider = await asyncio.to_thread(load)
             except PolicyConfigError as exc:
                 self._gw.metrics.policy_reloads.labels("invalid").inc()
                 log.error("policy reload (%s) rejected; still serving %s:\n  %s", trigger,
@@ -221,6 +224,7 @@ class PolicyReloader:
                 return self.last
             changed = loaded.version != self._gw.policy.version
             if changed:
+                self._gw.specialists = wider  # a superset, before the policy that needs it
                 self.apply(loaded)
                 log.info("policy reloaded (%s): version %s", trigger, loaded.version)
                 await self._announce(loaded)
@@ -273,14 +277,17 @@ class PolicyReloader:
                 self._rejected("unsigned", "announced, but no record stored")
                 return
             key = self._signing_key
-            classes = self._classes()
+            specialists = self._gw.specialists
 
-            def check() -> tuple[LoadedPolicy, float]:
+            def check() -> tuple[LoadedPolicy, SpecialistSet, float]:
                 text, issued = verify_announcement(key, record, self._max_bytes)
-                return parse_policy(text, f"{self._path} (announced)", classes, self._max_bytes), issued
+                # Directories a signed policy names resolve against our own policy file's folder.
+                wider = extend(specialists, text, str(self._path), self._max_bytes)
+                classes = {n: wider[n].classes for n in wider}
+                return parse_policy(text, f"{self._path} (announced)", classes, self._max_bytes), wider, issued
 
             try:
-                loaded, issued = await asyncio.to_thread(check)
+                loaded, wider, issued = await asyncio.to_thread(check)
             except AnnouncementRejected as exc:
                 self._rejected(exc.reason, exc.detail)
                 return
@@ -292,6 +299,7 @@ class PolicyReloader:
                 return
             if loaded.version != self._gw.policy.version:
                 self._last_issued = issued
+                self._gw.specialists = wider
                 self.apply(loaded)
                 self._gw.metrics.policy_reloads.labels("ok").inc()
                 self.last = ReloadResult(True, loaded.version, time.time(), "announce", changed=True)

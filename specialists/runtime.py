@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -252,6 +252,13 @@ class SpecialistSet:
         else:
             dirs = [directory / n for n in names]
         return cls(open_specialist(d, cache_size=cache_size) for d in dirs)
+
+    def with_named(self, extra: Mapping[str, Specialist]) -> SpecialistSet:
+        """A new set: these specialists plus ``extra`` under the names given there (a promoted
+        candidate shares its manifest name with the version it replaces); ``extra`` wins."""
+        out = SpecialistSet(())
+        out._by_name = {**self._by_name, **extra}
+        return out
 
     def __getitem__(self, name: str) -> Specialist:
         return self._by_name[name]

@@ -51,6 +51,8 @@ class Job:
     # share of out-of-scope inputs expected in use: oos_dev rows are weighted to it when fitting
     # the temperature (None: unweighted dev + oos_dev)
     oos_share: float | None = None
+    # per-row weights of ``train`` in the classifier's loss (None: all 1); calibration folds are unweighted
+    train_weight: list[float] | None = None
 
 
 def _calibration_logits(job: Job, model: LinearSpecialist) -> tuple[np.ndarray, list[str], str]:
@@ -91,7 +93,7 @@ def build(job: Job, out: Path, measure_speed: bool = True) -> dict[str, Any]:
     """Train, calibrate, export and document ``job`` into ``out``; return the manifest dict."""
     out.mkdir(parents=True, exist_ok=True)
     train = job.train
-    model = fit(job.config, train.texts, train.labels)
+    model = fit(job.config, train.texts, train.labels, job.train_weight)
     cal_logits, cal_labels, cal_how = _calibration_logits(job, model)
     y_cal = np.array([model.classes.index(lab) for lab in cal_labels])
     cal_weight = _calibration_weight(job, len(cal_labels))

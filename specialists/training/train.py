@@ -175,8 +175,14 @@ def _union(config: TrainConfig) -> FeatureUnion:
     return FeatureUnion(blocks, transformer_weights=weights, n_jobs=None)
 
 
-def fit(config: TrainConfig, texts: list[str], labels: list[str]) -> LinearSpecialist:
-    """Fit vectorizers and classifier on ``texts``/``labels`` (deterministic for a seed)."""
+def fit(
+    config: TrainConfig, texts: list[str], labels: list[str], sample_weight: list[float] | None = None
+) -> LinearSpecialist:
+    """Fit vectorizers and classifier on ``texts``/``labels`` (deterministic for a seed).
+
+    ``sample_weight`` (one per text) weighs rows in the classifier's loss; the vectorizers'
+    vocabulary and idf count every text once.
+    """
     union = _union(config)
     X = union.fit_transform(texts)
     classes = sorted(set(labels))
@@ -192,5 +198,5 @@ def fit(config: TrainConfig, texts: list[str], labels: list[str]) -> LinearSpeci
         )
     else:
         raise ValueError(f"unknown model {config.model!r}")
-    clf.fit(X, y)
+    clf.fit(X, y, sample_weight=None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64))
     return LinearSpecialist(config, union, clf, classes)
