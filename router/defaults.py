@@ -17,6 +17,7 @@ Offline tool: reads ../shared/data (or --data-root / $HYBRID_ROUTER_DATA); never
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ruamel.yaml import YAML
 
 from specialists import SpecialistSet
 from specialists.training.data import REPO_ROOT, Split, default_data_root, merge
@@ -75,6 +77,17 @@ def _choose(sim: Simulation, specialist_accuracy: float) -> tuple[SweepPoint, bo
     return min((p for p in sim.points if p.accuracy == best), key=lambda p: (p.cost_usd, p.min_confidence)), False
 
 
+def _without_cascades(text: str) -> str:
+    yaml = YAML()
+    doc = yaml.load(text)
+    for route in (doc.get("routes") or {}).values():
+        if isinstance(route, dict):
+            route.pop("cascade", None)
+    buf = io.StringIO()
+    yaml.dump(doc, buf)
+    return buf.getvalue()
+
+
 def choose_defaults(policy_path: Path, data_root: Path, specialists_dir: Path,
                     foundation_accuracy: float = FOUNDATION_ACCURACY) -> list[Choice]:
     """One `Choice` per classification route whose specialist is bundled and has a dataset."""
@@ -82,6 +95,10 @@ def choose_defaults(policy_path: Path, data_root: Path, specialists_dir: Path,
     policy = load_policy(policy_path).policy
     choices = []
     with tempfile.TemporaryDirectory(prefix="router-defaults-") as tmp:
+        # Tier 1 is chosen as if the route had no cascade (the TF-IDF specialist against the
+        # foundation model); a cascade's further tiers are tuned after it (`tune --last-tier-only`).
+        flat = Path(tmp) / "policy.yaml"
+        flat.write_text(_without_cascades(policy_path.read_text(encoding="utf-8")), encoding="utf-8")
         for name, route in policy.routes.items():
             if not isinstance(route, ClassifyRoute) or route.specialist not in DATASETS:
                 continue
@@ -89,7 +106,7 @@ def choose_defaults(policy_path: Path, data_root: Path, specialists_dir: Path,
             data = Path(tmp) / f"{name}.jsonl"
             data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(dev.texts, dev.labels)),
                             encoding="utf-8")
-            sim, _ = run_offline(OfflineRequest(policy_path=policy_path, route=name, data_path=data,
+            sim, _ = run_offline(OfflineRequest(policy_path=flat, route=name, data_path=data,
                                                 foundation_accuracy=foundation_accuracy, price_as=PRICE_AS,
                                                 sweep=SWEEP, specialists_dir=specialists_dir))
             preds = predict_all(specialists[route.specialist], dev.texts)
@@ -125,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if differ else 0
     classes, _ = checked_classes(load_policy(args.policy).policy, SpecialistSet.load(args.specialists_dir))
     for c in choices:
-        write_threshold(args.policy, c.route, c.point.min_confidence, classes, comment=c.comment)
+        route = routes[c.route]
+        assert isinstance(route, ClassifyRoute)
+        values = [c.point.min_confidence, *(t.min_confidence for t in route.cascade)]  # further tiers kept
+        write_threshold(args.policy, c.route, values, classes, comment=c.comment)
     print(f"wrote {len(choices)} thresholds to {args.policy}")
     return 0
 
