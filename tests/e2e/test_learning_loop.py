@@ -63,6 +63,7 @@ def _policy(path: Path, api_base: str, v0: Path | None, **route: Any) -> Path:
     for alias in doc["aliases"].values():
         alias.update(model="openai/fake-ok", api_base=api_base, price_as="gpt-4o-mini", max_retries=0, timeout_s=5)
     doc["routes"] = {"sentiment": doc["routes"]["sentiment"]}
+    doc["routes"]["sentiment"].pop("cascade", None)  # the loop under test is the tf-idf tier's
     doc["routes"]["sentiment"].update(keep_inputs=True, deadline_s=10, min_confidence=MIN_CONFIDENCE, max_novelty=1.0, **route)
     if v0 is not None:
         doc["specialists"] = {"sentiment_v0": str(v0)}
