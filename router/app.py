@@ -239,6 +239,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
             budget_sync.cancel()
             await reloader.stop()
             await gw.shadow.drain()
+            await gw.candidates.close()
             await gw.budget.drain()
             await gw.escalation_log.drain()
             await gw.cache.close()

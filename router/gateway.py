@@ -24,6 +24,7 @@ from specialists import InferenceError, Prediction, Specialist, SpecialistSet
 from .auth import alias_permitted, charge
 from .budget import BudgetTracker
 from .cache import ResponseCache, fingerprint
+from .candidates import CandidateShadow, Sample
 from .coalesce import Coalescer
 from .decision import Answer, Escalate, decide, next_tier
 from .errors import (
@@ -114,8 +115,11 @@ class Gateway:
         cpu_usd_per_core_hour: float,
         state: RedisState | None = None,
         cascade_threads: int = 2,
+        candidates: CandidateShadow | None = None,
     ) -> None:
         self.shadow = shadow
+        self.candidates = candidates if candidates is not None else CandidateShadow(metrics, self.avoided_cost)
+        """Shadow candidates of routes that name one (`router/candidates.py`)."""
         # The replicas' shared state that must never be evicted (budget counters, escalation
         # log, policy, API keys): the cache's Redis unless a separate cache Redis is configured.
         self.state = state if state is not None else cache.state
@@ -332,7 +336,22 @@ class Gateway:
             for i, result in zip(slots, await asyncio.gather(*jobs), strict=True):
                 k, spec = ran.get(i, (0, specialist))
                 outcomes[i] = self._tagged(result, spec, k)
+        if route.candidate is not None and preds is not None:
+            self._offer_candidate(route_name, route, [texts[i] for i in todo], preds, [outcomes[i] for i in todo])
         return self._finish(policy, outcomes, t0)
+
+    def _offer_candidate(self, route_name: str, route: ClassifyRoute, texts: Sequence[str],
+                         preds: Sequence[Prediction], outcomes: Sequence[Outcome | None]) -> None:
+        """Offer a sample of the inputs the route's specialist ran on to its shadow candidate."""
+        candidate = route.candidate
+        if candidate is None:
+            return
+        spec = self.specialists[candidate.specialist or route.specialist]
+        for text, pred, o in zip(texts, preds, outcomes, strict=True):
+            if o is None or not self.candidates.sampled(route):
+                continue
+            foundation = o.label if o.path in ("foundation", "cache") else None
+            self.candidates.offer(Sample(route_name, route, spec, text, pred, foundation))
 
     def _answer(self, policy: LoadedPolicy, route_name: str, route: ClassifyRoute, spec: Specialist, tier: int,
                 text: str, pred: Prediction, cost: float) -> Outcome:

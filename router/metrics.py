@@ -39,7 +39,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from .policy import Policy
 
-__all__ = ["CONTENT_TYPE_LATEST", "CUT_REASONS", "FOUNDATION_OUTCOMES", "PATHS", "SLO_ERROR_CODES", "STAGES",
+__all__ = ["CANDIDATE_OUTCOMES", "CONTENT_TYPE_LATEST", "CUT_REASONS", "FOUNDATION_OUTCOMES", "PATHS", "SLO_ERROR_CODES", "STAGES",
            "TIERS", "GatewayMetrics"]
 
 log = logging.getLogger("router.metrics")
@@ -64,6 +64,8 @@ SLO_ERROR_CODES = ("upstream_error", "upstream_refused", "upstream_timeout", "de
                    "foundation_unavailable", "specialist_unavailable", "key_store_unavailable", "internal_error")
 """The error codes that count against the availability objective (deploy/prometheus/alerts.yml
 matches exactly these): server-side failures, not refusals such as `budget_spent`."""
+CANDIDATE_OUTCOMES = ("compared", "dropped", "error")
+"""What became of an input sampled for a route's shadow candidate (`router.candidates`)."""
 FOUNDATION_OUTCOMES = ("ok", "timeout", "rate_limited", "error", "invalid_label", "breaker_open", "queue_full")
 
 _P = "hybrid_router_"
@@ -201,6 +203,25 @@ class GatewayMetrics:
             _P + "foundation_weaker", "1 while the route's foundation model is measured weaker than its "
             "specialist on the inputs it would escalate.", ["route"], registry=registry,
             multiprocess_mode="livemax")
+        self.candidate_samples = Counter(
+            _P + "candidate_samples", "Inputs sampled for a route's shadow candidate, by outcome (compared, "
+            "dropped: the bounded queue was full, error: the candidate failed).", ["route", "outcome"],
+            registry=registry)
+        self.candidate_compared = Gauge(
+            _P + "candidate_compared", "Samples compared since the route's current candidate was set.", ["route"],
+            registry=registry, multiprocess_mode="livemostrecent")
+        self.candidate_agreement = Gauge(
+            _P + "candidate_agreement", "Share of sampled inputs where the candidate gives the same label as the "
+            "serving specialist or the foundation answer (against: serving, foundation).", ["route", "against"],
+            registry=registry, multiprocess_mode="livemostrecent")
+        self.candidate_escalation_rate = Gauge(
+            _P + "candidate_projected_escalation_rate", "Share of sampled inputs the serving specialist and the "
+            "candidate would escalate (version: serving, candidate).", ["route", "version"], registry=registry,
+            multiprocess_mode="livemostrecent")
+        self.candidate_cost_per_1k = Gauge(
+            _P + "candidate_projected_cost_per_1k_usd", "Foundation cost per 1,000 sampled inputs of the "
+            "escalations each version would make (version: serving, candidate).", ["route", "version"],
+            registry=registry, multiprocess_mode="livemostrecent")
         self.policy_info = Gauge(
             _P + "policy_info", "1 for the policy version being served.", ["version"], registry=registry,
             multiprocess_mode="livemax")
@@ -311,6 +332,10 @@ class GatewayMetrics:
     def prepare_policy(self, policy: Policy) -> None:
         shadow = policy.shadow
         self.prepare(policy.routes, policy.aliases, shadow.min_agreement if shadow.sample_rate > 0 else None)
+        for name, route in policy.routes.items():
+            if getattr(route, "candidate", None) is not None:
+                for outcome in CANDIDATE_OUTCOMES:
+                    self.candidate_samples.labels(name, outcome)
 
     def set_breakers(self, states: dict[str, bool]) -> None:
         """Alias -> breaker open, as exported by the next scrape."""

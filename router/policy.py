@@ -38,6 +38,7 @@ __all__ = [
     "AliasSpec",
     "AutoRoute",
     "Budgets",
+    "Candidate",
     "CascadeTier",
     "ChatRoute",
     "ClassifyRoute",
@@ -144,6 +145,27 @@ class CascadeTier(_Strict):
     max_novelty: Probability = 1.0
 
 
+class Candidate(_Strict):
+    """A candidate specialist and/or threshold run in shadow on a sample of the route's traffic
+    (off the request path; see `router/candidates.py`)."""
+
+    specialist: str | None = None
+    """A specialist with the route's labels (bundled, or named under `specialists:`); None = the
+    route's own specialist (a candidate threshold only)."""
+    min_confidence: Probability | None = None
+    """The candidate's threshold; None = the route's `min_confidence`."""
+    sample_rate: Probability = 0.1
+    """Share of the inputs the route's specialist ran on that the candidate also answers."""
+    max_queue: int = Field(256, ge=1, le=100_000)
+    """Samples waiting for the candidate at most; past it samples are dropped (and counted)."""
+
+    @model_validator(mode="after")
+    def _names_something(self) -> Candidate:
+        if self.specialist is None and self.min_confidence is None:
+            raise ValueError("a candidate names a specialist, a min_confidence or both")
+        return self
+
+
 class ClassifyRoute(_SpecialistGate):
     kind: Literal["classify"] = "classify"
     escalate_to: str | None = None
@@ -164,6 +186,8 @@ class ClassifyRoute(_SpecialistGate):
     """`answer`: while the shadow checks measure the foundation model weaker than the specialist
     (see `router/foundation_quality.py`), low-confidence inputs are answered by the specialist,
     flagged degraded with reason `foundation_weaker`, instead of escalating."""
+    candidate: Candidate | None = None
+    """A candidate run in shadow on a sample of this route's traffic (metrics only, never an answer)."""
     rollback_to: str | None = None
     """The specialist this route served before the last `hybrid-router promote` (written by it;
     `hybrid-router rollback` switches back)."""
@@ -389,6 +413,14 @@ def _check_specialists(
     for name, route in policy.routes.items():
         if isinstance(route, ClassifyRoute) and route.rollback_to is not None and route.rollback_to not in classes:
             add(["routes", name, "rollback_to"], f"unknown specialist {route.rollback_to!r}")
+        cand = route.candidate.specialist if isinstance(route, ClassifyRoute) and route.candidate else None
+        if cand is not None and cand not in classes:
+            add(["routes", name, "candidate", "specialist"], f"unknown specialist {cand!r} "
+                f"(bundled: {', '.join(sorted(classes))}; a candidate directory goes under specialists:)")
+        elif (cand is not None and route.specialist in classes
+              and set(classes[cand]) != set(classes[route.specialist])):
+            add(["routes", name, "candidate", "specialist"], f"specialist {cand!r} has other labels than "
+                f"{route.specialist!r}; a candidate must answer with the route's label set")
         if route.specialist not in classes:
             add(["routes", name, "specialist"], f"unknown specialist {route.specialist!r} "
                 f"(bundled: {', '.join(sorted(classes))})")

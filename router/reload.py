@@ -186,6 +186,9 @@ class PolicyReloader:
     def shadow_status(self) -> dict[str, dict[str, object]]:
         return self._gw.shadow.status()
 
+    def candidate_status(self) -> dict[str, dict[str, object]]:
+        return self._gw.candidates.status()
+
     def shadow_reset(self, route: str | None) -> list[str]:
         return self._gw.shadow.reset(route)
 

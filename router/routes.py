@@ -397,7 +397,8 @@ def build_admin_routes(reloader: PolicyReloader, token: str | None) -> list[Rout
         check(request)
         gw_policy = reloader.current()
         return _json({"version": gw_policy.version, "path": gw_policy.path, "last_reload": reloader.last.to_dict(),
-                      "routes": sorted(gw_policy.policy.routes), "shadow": reloader.shadow_status()}, request)
+                      "routes": sorted(gw_policy.policy.routes), "shadow": reloader.shadow_status(),
+                      "candidates": reloader.candidate_status()}, request)
 
     async def reload(request: Request) -> Response:
         check(request)
