@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: serve test specialists eval bench lock check clean
+.PHONY: serve test specialists eval bench bench-loop lock check clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required"'
@@ -42,6 +42,9 @@ eval: $(VENV)/.dev-installed  ## metrics, reliability diagrams and risk-coverage
 
 bench: $(VENV)/.dev-installed  ## benchmarks (see BENCHMARKS.md)
 	$(BIN)/python -m bench
+
+bench-loop: $(VENV)/.dev-installed  ## the learning-loop demonstration on Banking77 (see BENCHMARKS.md)
+	$(BIN)/python -m bench.learning_loop --png docs/img/learning-loop.png
 
 check: $(VENV)/.dev-installed  ## lint and type-check
 	$(BIN)/ruff check router specialists tests bench

@@ -11,13 +11,15 @@ Steps:
 1. Read the route's entries. Escalations with a text and a known label are deduplicated on the
    normalised text (the latest answer wins); shadow entries are kept apart.
 2. Measure the foundation model against the specialist on the same inputs
-   (`foundation_quality`): shadow agreement bounds its accuracy on confidently answered inputs,
+   (`foundation_quality`): shadow agreement bounds its accuracy on confidently answered inputs
+   (with the specialist's accuracy there measured on the held-out inputs it answers confidently),
    spot labels measure both directly. When either puts it below the specialist (with at least
    `min_checks` measurements), nothing is trained: `FoundationWeakerError` (exit code 3).
 3. Hold out `holdout_share` of the escalations (seeded shuffle); train on the original data plus
    the rest, each foundation-labelled row weighted `foundation_weight` in the loss.
-4. Compare the candidate with the serving version on the held-out data (the split the recipe's
-   model card reports; nothing is chosen on it: the comparison only gates `promote`), on the
+4. Compare the candidate with the serving version on the held-out data (the recipe's dev split,
+   shipped or carved from train with the fixed seed: the comparison gates `promote`, a choice,
+   so it is never made on a test split), on the
    held-out escalations (agreement with the foundation labels) and on the spot labels.
 5. Write the candidate (model, manifest, model card with the comparison, `distill.json`) to a
    directory the operator names, never into the bundled specialists.
@@ -73,7 +75,7 @@ class DistillRequest:
     train_data: Path | None = None
     """JSONL `{"text", "label"}`: the original training data, instead of the recipe's."""
     heldout_data: Path | None = None
-    """JSONL `{"text", "label"}`: the held-out data, instead of the recipe's test split."""
+    """JSONL `{"text", "label"}`: the held-out data, instead of the recipe's dev split."""
     spot_labels: Path | None = None
     foundation_weight: float = 1.0
     holdout_share: float = 0.2
@@ -91,6 +93,7 @@ class Entry:
     specialist_label: str
     confidence: float
     request_id: str
+    specialist_version: str = ""
 
 
 def read_entries(redis: RedisSettings, route: str, max_entries: int) -> list[Entry]:
@@ -115,7 +118,8 @@ def read_entries(redis: RedisSettings, route: str, max_entries: int) -> list[Ent
         except ValueError:
             confidence = -1.0
         out.append(Entry(f.get("kind") or "escalation", f.get("text", ""), f.get("foundation_label", ""),
-                         f.get("specialist_label", ""), confidence, f.get("request_id", "")))
+                         f.get("specialist_label", ""), confidence, f.get("request_id", ""),
+                         f.get("specialist_version", "")))
     return out
 
 
@@ -168,25 +172,51 @@ def _base_data(req: DistillRequest, name: str) -> tuple[Split, Split, TrainConfi
     if not (root / BUNDLED[name][0]).is_dir():
         raise DistillError(f"{root / BUNDLED[name][0]}: the training data of {name!r} is missing (--data-root)")
     job = job_for(name, root)
-    heldout = job.test if job.oos_test is None else Split(
-        job.test.texts + job.oos_test.texts, job.test.labels + job.oos_test.labels, "test+oos_test")
+    # The dev split (shipped, or carved from train with the fixed seed): promotion is a choice, and
+    # nothing is chosen on a test split, which the build reads once to report.
+    dev = job.dev if job.dev is not None else job.test
+    heldout = dev if job.oos_dev is None else Split(
+        dev.texts + job.oos_dev.texts, dev.labels + job.oos_dev.labels, "dev+oos_dev")
     return job.train, heldout, config, job.source
 
 
-def _measure(req: DistillRequest, entries: list[Entry], classes: tuple[str, ...]) -> dict[str, Any]:
-    """The foundation model against the specialist; raises FoundationWeakerError when weaker."""
-    shadow = [e for e in entries if e.kind == "shadow" and e.foundation_label in classes and e.confidence >= 0]
+def _confident_accuracy(serving: Specialist, heldout: Split, threshold: float) -> tuple[float | None, int]:
+    """The serving specialist's accuracy on the held-out inputs it answers confidently (>= threshold)."""
+    preds = serving.predict(list(heldout.texts)) if len(heldout) else []
+    hits = [p.label == y for p, y in zip(preds, heldout.labels, strict=True) if p.confidence >= threshold]
+    return (sum(hits) / len(hits) if hits else None), len(hits)
+
+
+def _measure(req: DistillRequest, entries: list[Entry], serving: Specialist, heldout: Split,
+             threshold: float) -> dict[str, Any]:
+    """The foundation model against the specialist; raises FoundationWeakerError when weaker.
+
+    Shadow checks sample the serving version's confident answers (entries of earlier versions are
+    left out). The specialist's accuracy there is measured on the held-out inputs it answers at
+    the route's threshold when there are `min_checks` of them, not read from its confidence: a
+    specialist trained on little data is overconfident, and its mean confidence would make even a
+    perfect foundation model look weaker than it.
+    """
+    classes = serving.classes
+    shadow = [e for e in entries if e.kind == "shadow" and e.foundation_label in classes and e.confidence >= 0
+              and e.specialist_version in ("", serving.version)]
     agree = sum(e.foundation_label == e.specialist_label for e in shadow)
     mean_conf = sum(e.confidence for e in shadow) / len(shadow) if shadow else 1.0
-    bounds = shadow_bounds(agree, len(shadow), mean_conf)
+    measured, n_confident = _confident_accuracy(serving, heldout, threshold)
+    use_measured = measured is not None and n_confident >= req.min_checks
+    specialist = measured if measured is not None and use_measured else mean_conf
+    basis = (f"its accuracy on the {n_confident} held-out inputs it answers at min_confidence {threshold:g}"
+             if use_measured else "its mean confidence there")
+    bounds = shadow_bounds(agree, len(shadow), specialist)
     evidence: dict[str, Any] = {"min_checks": req.min_checks, "shadow": {
         "checks": len(shadow), "agreement": _round(agree / len(shadow)) if shadow else None,
         "specialist_mean_confidence": _round(mean_conf) if shadow else None,
+        "specialist_confident_heldout_accuracy": _round(measured), "specialist_confident_heldout_n": n_confident,
         "foundation_accuracy_lower": _round(bounds.lower), "foundation_accuracy_upper": _round(bounds.upper)}}
     reasons = []
-    if weaker_than(bounds, mean_conf, req.min_checks):
+    if weaker_than(bounds, specialist, req.min_checks):
         reasons.append(f"shadow checks: foundation accuracy at most {bounds.upper:.3f} on {bounds.n} inputs the "
-                       f"specialist answered with mean confidence {mean_conf:.3f}")
+                       f"specialist answered confidently, where it is {specialist:.3f} accurate ({basis})")
     if req.spot_labels is not None:
         by_text, by_id = _spot_labels(req.spot_labels)
         matched = []
@@ -232,7 +262,8 @@ def distill(req: DistillRequest) -> dict[str, Any]:
     serving = specialists[route.specialist]
 
     entries = read_entries(req.redis, req.route, req.max_entries)
-    evidence = _measure(req, entries, serving.classes)
+    base, heldout, config, source = _base_data(req, serving.name)
+    evidence = _measure(req, entries, serving, heldout, route.min_confidence)
     latest: dict[str, Entry] = {}
     for e in entries:
         if e.kind == "escalation" and e.text and e.foundation_label in serving.classes:
@@ -245,7 +276,6 @@ def distill(req: DistillRequest) -> dict[str, Any]:
         raise DistillError(f"no escalations with inputs for route {req.route!r} in the stream (does the route "
                            "have keep_inputs: true?)")
 
-    base, heldout, config, source = _base_data(req, serving.name)
     unknown = sorted(set(base.labels) - set(serving.classes))
     if unknown:
         raise DistillError(f"the training data has labels the serving specialist lacks: {unknown[:5]}")

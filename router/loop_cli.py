@@ -37,7 +37,7 @@ def distill(
     train_data: Annotated[Path | None, typer.Option(help="JSONL {text,label}: original training data "
                                                     "instead of the recipe's.")] = None,
     heldout_data: Annotated[Path | None, typer.Option(help="JSONL {text,label}: held-out data instead of "
-                                                      "the recipe's test split.")] = None,
+                                                      "the recipe's dev split.")] = None,
     spot_labels: Annotated[Path | None, typer.Option(help="JSONL {text or request_id, label}: operator labels "
                                                      "of logged inputs.")] = None,
     foundation_weight: Annotated[float, typer.Option(help="Loss weight of a foundation-labelled row.")] = 1.0,

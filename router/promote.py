@@ -116,12 +116,28 @@ def promote(policy_path: Path, route: str, candidate_dir: Path, specialists_dir:
     doc["specialists"][name] = str(directory)
     doc["routes"][route]["specialist"] = name
     doc["routes"][route]["rollback_to"] = current.specialist
+    shadowed = current.candidate.specialist if current.candidate is not None else None
+    if shadowed is not None and specialists[shadowed].directory.resolve() == directory:
+        del doc["routes"][route]["candidate"]  # its shadow evidence was about the version now serving
+    _drop_unused(doc)
     try:
         new = _write(policy_path, doc, specialists_dir)
     except PolicyConfigError as exc:
         raise PromotionError(str(exc)) from exc
     return {"route": route, "specialist": name, "previous": current.specialist, "policy_version": new.version,
             "heldout_accuracy": {"candidate": cand_acc, "serving": serv_acc}}
+
+
+def _drop_unused(doc: Any) -> None:
+    """Drop the `specialists:` entries no route serves, keeps for rollback or runs as its candidate."""
+    routes = doc["routes"].values()
+    used = {r["specialist"] for r in routes} | {r["rollback_to"] for r in routes if r.get("rollback_to")} | {
+        r["candidate"]["specialist"] for r in routes if (r.get("candidate") or {}).get("specialist")}
+    extra = doc.get("specialists") or {}
+    for name in [n for n in extra if n not in used]:
+        del extra[name]
+    if "specialists" in doc and not extra:
+        del doc["specialists"]
 
 
 def rollback(policy_path: Path, route: str, specialists_dir: Path) -> dict[str, Any]:
@@ -136,13 +152,7 @@ def rollback(policy_path: Path, route: str, specialists_dir: Path) -> dict[str, 
     node = doc["routes"][route]
     node["specialist"] = current.rollback_to
     del node["rollback_to"]
-    used = {r["specialist"] for r in doc["routes"].values()} | {
-        r["rollback_to"] for r in doc["routes"].values() if r.get("rollback_to")}
-    extra = doc.get("specialists") or {}
-    for name in [n for n in extra if n not in used]:
-        del extra[name]
-    if "specialists" in doc and not extra:
-        del doc["specialists"]
+    _drop_unused(doc)
     try:
         new = _write(policy_path, doc, specialists_dir)
     except PolicyConfigError as exc:

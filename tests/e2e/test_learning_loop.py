@@ -162,6 +162,23 @@ def test_distill_promote_rollback(loop: Callable[..., GatewayProcess], data: dic
     again = _cli("distill", *args, redis_url=redis_url, policy=policy)
     assert again.returncode == 2 and "not empty" in again.stderr
 
+    # The candidate in shadow on live traffic (off the request path): its live figures on /metrics.
+    _wait_policy(gw, _edit_policy(policy, candidate={"specialist": "sentiment_c1", "sample_rate": 1.0},
+                                  specialists={"sentiment_c1": str(cand)}))
+    served = _send(gw, traffic.texts[:200])
+    assert all(r["specialist_version"] == v0_version for r in served), "a candidate in shadow never answers"
+    deadline = time.monotonic() + 30
+    while (live := _candidate_metrics(gw)).get('compared{route="sentiment"}', 0) < 200:
+        assert time.monotonic() < deadline, live
+        time.sleep(0.2)
+    assert live['agreement{route="sentiment",against="serving"}'] < 1.0  # another model
+    assert live['agreement{route="sentiment",against="foundation"}'] > 0.5  # it learned the foundation's answers
+    esc = {v: live[f'projected_escalation_rate{{route="sentiment",version="{v}"}}'] for v in ("serving", "candidate")}
+    assert esc["serving"] == pytest.approx(sum(r["path"] != "specialist" for r in served) / 200)
+    assert esc["candidate"] < esc["serving"], esc
+    cost = {v: live[f'projected_cost_per_1k_usd{{route="sentiment",version="{v}"}}'] for v in ("serving", "candidate")}
+    assert 0 < cost["candidate"] < cost["serving"], cost
+
     promoted = _cli("promote", "--route", "sentiment", "--candidate", str(cand), redis_url=redis_url, policy=policy)
     assert promoted.returncode == 0, promoted.stderr
     _wait_version(gw, "a new text", report["candidate"]["version"])
@@ -177,10 +194,18 @@ def test_distill_promote_rollback(loop: Callable[..., GatewayProcess], data: dic
     assert again.returncode == 2 and "nothing to roll back" in again.stderr
 
 
-def _edit_policy(path: Path, **route: Any) -> str:
+def _candidate_metrics(gw: GatewayProcess) -> dict[str, float]:
+    prefix = "hybrid_router_candidate_"
+    return {line[len(prefix):].rpartition(" ")[0]: float(line.rpartition(" ")[2])
+            for line in httpx.get(gw.url + "/metrics", timeout=10).text.splitlines() if line.startswith(prefix)}
+
+
+def _edit_policy(path: Path, specialists: dict[str, str] | None = None, **route: Any) -> str:
     yaml = YAML(typ="rt")
     doc = yaml.load(path.read_text())
     doc["routes"]["sentiment"].update(route)
+    if specialists:
+        doc["specialists"].update(specialists)
     with path.open("w") as f:
         yaml.dump(doc, f)
     return policy_version(path.read_text())
