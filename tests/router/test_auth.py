@@ -22,9 +22,9 @@ import redis
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner, Result
 
+from ops.cli import app as cli_app
 from router.app import create_app
 from router.auth import ExposureError, check_exposure
-from router.cli import app as cli_app
 from router.settings import AuthSettings, Settings
 from tests.conftest import ROOT
 from tests.fake_upstream import Upstream
