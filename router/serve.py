@@ -27,7 +27,7 @@ def run(overrides: dict[str, Any]) -> int:
     settings = Settings(**overrides)
     configure_logging(settings.log_level, settings.log_format)
     try:  # before uvicorn: with several workers each would fail on its own
-        check_exposure(settings.host, settings.auth)
+        check_exposure(settings.host, settings.auth, warn=False)
     except ExposureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
