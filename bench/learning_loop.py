@@ -48,8 +48,8 @@ import httpx
 from ruamel.yaml import YAML
 
 from bench.servers import REPO, VENV_BIN, Server, clean_env, free_port, spawn, start_redis
-from router.distill import DistillError, DistillRequest, FoundationWeakerError, distill
-from router.promote import PromotionError, promote
+from ops.distill import DistillError, DistillRequest, FoundationWeakerError, distill
+from ops.promote import PromotionError, promote
 from router.settings import RedisSettings
 from specialists import Specialist
 from specialists.training.build import Job, build
