@@ -83,6 +83,8 @@ class Round:
     shadow: dict[str, float] = field(default_factory=dict)
     verdict: str = "-"
     distilled: str = "-"
+    unguarded: str = "-"
+    """Weak run: a candidate distilled anyway (foundation check off) and the held-out gate's verdict."""
 
 
 def _stratified(split: Split, share: float, seed: int) -> tuple[Split, Split]:
@@ -209,6 +211,16 @@ class Loop:
         self.redis.stop()
 
 
+def _unguarded(loop: Loop, out: Path, base: Path, dev_file: Path) -> str:
+    """What the held-out gate alone would say of a candidate distilled without the foundation check."""
+    report = distill(DistillRequest(policy_path=loop.policy, route=ROUTE, out=out, redis=RedisSettings(url=loop.redis_url),
+                                    train_data=base, heldout_data=dev_file, specialists_dir=BUNDLED_DIR,
+                                    min_checks=10**9))
+    h = report["heldout"]
+    gate = "promote would refuse it" if h["candidate_accuracy"] < h["serving_accuracy"] else "promote would pass it"
+    return f"dev {_pct(h['candidate_accuracy'])}: {gate}"
+
+
 def _serving_dir(policy: Path) -> Path:
     doc = YAML(typ="safe").load(policy.read_text())
     return Path(doc["specialists"][doc["routes"][ROUTE]["specialist"]])
@@ -244,8 +256,8 @@ def run_loop(name: str, work: Path, v0: Path, traffic: Split, answers: dict[str,
                 q = f'{{route="{ROUTE}"'
                 row.shadow = {
                     "compared": after.get(f"hybrid_router_candidate_compared{q}}}", 0.0),
-                    "agree_foundation": after.get(f'hybrid_router_candidate_agreement{q},against="foundation"}}',
-                                                  float("nan")),
+                    "agree_foundation": after.get(
+                        f'hybrid_router_candidate_agreement{{against="foundation",route="{ROUTE}"}}', float("nan")),
                     "esc_serving": after.get(f'hybrid_router_candidate_projected_escalation_rate{q},version="serving"}}',
                                              float("nan")),
                     "esc_candidate": after.get(
@@ -271,6 +283,7 @@ def run_loop(name: str, work: Path, v0: Path, traffic: Split, answers: dict[str,
                 except FoundationWeakerError as exc:
                     row.distilled = "refused: foundation measured weaker"
                     print(f"  distill refused: {exc}", flush=True)
+                    row.unguarded = _unguarded(loop, work / f"unguarded-{k + 1}", base, dev_file)
                 except DistillError as exc:
                     row.distilled = f"refused: {exc}"
                 else:
@@ -304,7 +317,7 @@ def _line(name: str, r: Round) -> str:
     return (f"{name} round {r.n}: {r.requests} req, escalated {_pct(r.escalated)}, ${r.cost_per_1k:.4f}/1k "
             f"(+${r.shadow_per_1k:.4f} shadow), answers {_pct(r.answer_accuracy)}, serving {r.serving} dev "
             f"{_pct(r.serving_dev)}; candidate {r.candidate} dev {_pct(r.candidate_dev)}{shadow}; {r.verdict}; "
-            f"distilled {r.distilled}")
+            f"distilled {r.distilled}" + (f"; unguarded candidate {r.unguarded}" if r.unguarded != "-" else ""))
 
 
 def table(name: str, rows: list[Round]) -> str:
@@ -320,7 +333,7 @@ def table(name: str, rows: list[Round]) -> str:
             + (f"`{r.candidate}` {_pct(r.candidate_dev)} | {_pct(s['esc_serving'])} → {_pct(s['esc_candidate'])} "
                f"(n={s['compared']:.0f}) | ${s['cost_serving']:.4f} → ${s['cost_candidate']:.4f} | "
                f"{_pct(s['agree_foundation'])} | {r.verdict} |" if s else "– | – | – | – | – |")
-            + f" {r.distilled} |")
+            + f" {r.distilled}" + (f" (distilled anyway: {r.unguarded})" if r.unguarded != "-" else "") + " |")
     return "\n".join(lines)
 
 
@@ -335,8 +348,8 @@ def plot(runs: dict[str, list[Round]], path: Path) -> None:
         xs = [r.n for r in rows]
         ax1.plot(xs, [100 * r.escalated for r in rows], marker="o", color=colour, label=name)
         ax2.plot(xs, [r.cost_per_1k for r in rows], marker="o", color=colour, label=name)
-        for r in rows:
-            if r.verdict == "promoted":
+        for prev, r in zip(rows, rows[1:], strict=False):
+            if prev.verdict == "promoted":  # promoted after `prev`: the candidate served round `r`
                 ax1.annotate("▲", (r.n, 100 * r.escalated), textcoords="offset points", xytext=(0, 6),
                              ha="center", fontsize=8, color=colour)
     ax1.set_title("escalated to the foundation model (%)")
@@ -345,9 +358,10 @@ def plot(runs: dict[str, list[Round]], path: Path) -> None:
         ax.set_xlabel("round (▲ = a promoted candidate served it)")
         ax.grid(alpha=0.3)
         ax.set_ylim(bottom=0)
+        ax.set_xticks(range(1, max(len(r) for r in runs.values()) + 1))
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, optimize=True)
+    fig.savefig(path, pil_kwargs={"optimize": True})
     plt.close(fig)
 
 

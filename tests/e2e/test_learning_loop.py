@@ -171,8 +171,8 @@ def test_distill_promote_rollback(loop: Callable[..., GatewayProcess], data: dic
     while (live := _candidate_metrics(gw)).get('compared{route="sentiment"}', 0) < 200:
         assert time.monotonic() < deadline, live
         time.sleep(0.2)
-    assert live['agreement{route="sentiment",against="serving"}'] < 1.0  # another model
-    assert live['agreement{route="sentiment",against="foundation"}'] > 0.5  # it learned the foundation's answers
+    assert live['agreement{against="serving",route="sentiment"}'] < 1.0  # another model
+    assert live['agreement{against="foundation",route="sentiment"}'] > 0.5  # it learned the foundation's answers
     esc = {v: live[f'projected_escalation_rate{{route="sentiment",version="{v}"}}'] for v in ("serving", "candidate")}
     assert esc["serving"] == pytest.approx(sum(r["path"] != "specialist" for r in served) / 200)
     assert esc["candidate"] < esc["serving"], esc
