@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import math
 import platform
@@ -348,7 +349,7 @@ def plot(runs: dict[str, list[Round]], path: Path) -> None:
         xs = [r.n for r in rows]
         ax1.plot(xs, [100 * r.escalated for r in rows], marker="o", color=colour, label=name)
         ax2.plot(xs, [r.cost_per_1k for r in rows], marker="o", color=colour, label=name)
-        for prev, r in zip(rows, rows[1:], strict=False):
+        for prev, r in itertools.pairwise(rows):
             if prev.verdict == "promoted":  # promoted after `prev`: the candidate served round `r`
                 ax1.annotate("▲", (r.n, 100 * r.escalated), textcoords="offset points", xytext=(0, 6),
                              ha="center", fontsize=8, color=colour)
