@@ -87,12 +87,12 @@ def _rss(name: str, texts: list[str]) -> dict[str, float]:
 
 
 def _cascade(route: str, test_path: Path) -> dict[str, Any]:
-    from router._offline import OfflineRequest, run_offline
+    from ops._offline import OfflineRequest, run_offline
 
     sim, _ = run_offline(OfflineRequest(policy_path=ROOT / "policies" / "default.yaml", route=route,
                                         data_path=test_path, foundation_accuracy=FOUNDATION_ACCURACY,
                                         price_as=PRICE_AS, sweep="0.5:0.99:0.01"))
-    from router.simulate import format_table
+    from ops.simulate import format_table
 
     def point(p: Any) -> dict[str, Any]:
         return {"thresholds": p.thresholds or [p.min_confidence], "tier_shares": p.tier_shares or

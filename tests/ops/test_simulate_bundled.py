@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from router.cli import main
-from router.defaults import dev_split
+from ops.cli import main
+from ops.defaults import dev_split
 from router.policy import load_policy
 from tests.conftest import ROOT, SHARED_DATA, requires_shared_data
 
