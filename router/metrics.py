@@ -104,6 +104,14 @@ def _observe(hist: Any, amount: float) -> None:
         hist._buckets[i].inc(1)
 
 
+def _inc(counter: Any, amount: float = 1.0) -> None:
+    """``Counter.inc`` of a labelled child without its per-call label check (the request path's
+    counters are children by construction); same value store as ``inc``."""
+    if amount < 0:
+        raise ValueError("counters only go up")
+    counter._value.inc(amount)
+
+
 class _ScrapeState:
     """Gauges computed from the gateway's state at each scrape, never stored in files."""
 
@@ -266,7 +274,7 @@ class GatewayMetrics:
         child = self._requests.get(key)
         if child is None:
             child = self._requests[key] = self.requests.labels(route, path, reason)
-        child.inc()
+        _inc(child)
         hist = self._latency.get(path)
         if hist is None:
             hist = self._latency[path] = self.latency.labels(path)
@@ -275,12 +283,12 @@ class GatewayMetrics:
             spent = self._cost.get((route, path, alias))
             if spent is None:
                 spent = self._cost[(route, path, alias)] = self.cost.labels(route, path, alias)
-            spent.inc(cost)
+            _inc(spent, cost)
         if avoided:
             saved = self._avoided.get(key[:2])
             if saved is None:
                 saved = self._avoided[key[:2]] = self.cost_avoided.labels(route, path)
-            saved.inc(avoided)
+            _inc(saved, avoided)
 
     def stage(self, stage: str, seconds: float) -> None:
         hist = self._stages.get(stage)
@@ -292,13 +300,13 @@ class GatewayMetrics:
         child = self._tier_inputs.get((route, tier))
         if child is None:
             child = self._tier_inputs[(route, tier)] = self.tier_input_count.labels(route, tier)
-        child.inc(n)
+        _inc(child, n)
 
     def tier_answered(self, route: str, tier: str) -> None:
         child = self._tier_answers.get((route, tier))
         if child is None:
             child = self._tier_answers[(route, tier)] = self.tier_answer_count.labels(route, tier)
-        child.inc()
+        _inc(child)
 
     def tier_duration(self, tier: str, seconds: float) -> None:
         self.tier_latency.labels(tier).observe(seconds)

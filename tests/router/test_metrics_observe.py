@@ -1,12 +1,13 @@
-"""`metrics._observe` (the request path's histogram observation) against prometheus_client's own."""
+"""`metrics._observe` and `metrics._inc` (the request path's metric updates) against prometheus_client's own."""
 
 from __future__ import annotations
 
 import math
 
-from prometheus_client import CollectorRegistry, Histogram
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from router.metrics import LATENCY_BUCKETS, PROBABILITY_BUCKETS, _observe
+from router.metrics import LATENCY_BUCKETS, PROBABILITY_BUCKETS, _inc, _observe
 
 VALUES = [0.0, -1.0, 1e-9, 0.5, 1.0, 0.999999, 2.5, 1e9, math.inf, math.nan]
 
@@ -32,3 +33,15 @@ def test_same_samples_as_histogram_observe() -> None:
             assert (math.isnan(value) and math.isnan(got[key])) or got[key] == value, key
         counts = [v for (name, _), v in got.items() if name == "h_count"]
         assert counts == [len(values) - 1]  # NaN lands in no bucket, as prometheus_client does it
+
+
+def test_inc_same_samples_as_counter_inc() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    c_ours = Counter("c", "c", ["route"], registry=ours)
+    c_theirs = Counter("c", "c", ["route"], registry=theirs)
+    for amount in (1.0, 0.0, 2.5, 1e-12, 7):
+        _inc(c_ours.labels("r"), amount)
+        c_theirs.labels("r").inc(amount)
+    assert _samples(ours) == _samples(theirs)
+    with pytest.raises(ValueError):
+        _inc(c_ours.labels("r"), -1.0)
