@@ -44,8 +44,8 @@ bench: $(VENV)/.dev-installed  ## benchmarks (see BENCHMARKS.md)
 	$(BIN)/python -m bench
 
 check: $(VENV)/.dev-installed  ## lint and type-check
-	$(BIN)/ruff check router specialists tests bench
-	$(BIN)/mypy router specialists
+	$(BIN)/ruff check router ops specialists tests bench
+	$(BIN)/mypy router ops specialists
 
 lock:  ## re-resolve the lock files (needs uv)
 	uv pip compile pyproject.toml requirements-build.in --python-version 3.11 --generate-hashes -o requirements.lock

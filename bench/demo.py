@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 from ruamel.yaml import YAML
 
+from ops.cli import main as cli_main
 from router.app import create_app
-from router.cli import main as cli_main
 from router.settings import FoundationSettings, RedisSettings, Settings
 from tests.fake_upstream import Upstream
 from tests.server_thread import ServerThread

@@ -9,12 +9,12 @@ For every classification route of the default policy with a `cascade`:
 - resident memory a worker gains by using the tier: RSS of a fresh process after loading every
   bundled specialist, then after the tier-2 session is created and has answered 300 texts;
 - the cascade on the test split with `simulate`, the foundation model assumed 97% accurate (the
-  assumption `router.defaults` chose the thresholds under) and 95% (earlier BENCHMARKS sections):
+  assumption `ops.defaults` chose the thresholds under) and 95% (earlier BENCHMARKS sections):
   the share each tier answers, escalated share, accuracy, foundation cost (priced as gpt-4o-mini),
   against the TF-IDF-only route at its default (the route without its cascade, tier 1 at the
-  threshold `router.defaults` gives it alone, the accuracy target of the joint tune) and against
+  threshold `ops.defaults` gives it alone, the accuracy target of the joint tune) and against
   all-foundation. This reads the test split: run it to report, never to choose a threshold
-  (`python -m router.defaults` and `hybrid-router tune` do that on dev).
+  (`python -m ops.defaults` and `hybrid-router tune` do that on dev).
 
 Needs ../shared/data. Prints a Markdown section; `--json PATH` writes the raw figures.
 """
@@ -90,13 +90,13 @@ def _rss(name: str, texts: list[str]) -> dict[str, float]:
 
 
 def _flat_policy(route: str, tmp: Path) -> Path:
-    """The default policy with `route` as the TF-IDF-only route at its router.defaults default."""
+    """The default policy with `route` as the TF-IDF-only route at its ops.defaults default."""
     import io
 
     from ruamel.yaml import YAML
 
-    from router.defaults import choose_defaults
-    from router.tune import render_threshold
+    from ops.defaults import choose_defaults
+    from ops.tune import render_threshold
 
     policy = ROOT / "policies" / "default.yaml"
     (choice,) = [c for c in choose_defaults(policy, DATA, ROOT / "specialists" / "bundled") if c.route == route]
@@ -114,8 +114,8 @@ def _flat_policy(route: str, tmp: Path) -> Path:
 def _cascade(route: str, test_path: Path) -> dict[str, Any]:
     import tempfile
 
-    from router._offline import OfflineRequest, run_offline
-    from router.simulate import format_table
+    from ops._offline import OfflineRequest, run_offline
+    from ops.simulate import format_table
 
     def point(p: Any) -> dict[str, Any]:
         return {"thresholds": list(p.thresholds) or [p.min_confidence], "tier_shares": list(p.tier_shares) or

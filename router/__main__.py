@@ -1,5 +1,5 @@
-"""`python -m router` = `hybrid-router`."""
+"""`python -m router` = `hybrid-router` (the command lives in `ops.cli`; `serve` runs `router.serve`)."""
 
-from router.cli import main
+from ops.cli import main
 
 main()

@@ -257,16 +257,21 @@ def _loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def check_exposure(host: str, settings: AuthSettings) -> None:
+def check_exposure(host: str, settings: AuthSettings, *, warn: bool = True) -> None:
     """Secure by default: no keys is fine on loopback (with a warning), refused elsewhere unless
-    keys are switched off explicitly (`ROUTER_AUTH__DISABLED=true`)."""
+    keys are switched off explicitly (`ROUTER_AUTH__DISABLED=true`). `warn=False` only checks (the
+    command's early check: the app built after it warns once)."""
     if settings.enabled:
         return
     if settings.disabled:
+        if not warn:
+            return
         log.warning("API keys are switched off (ROUTER_AUTH__DISABLED=true): whoever reaches %s can use /v1/* "
                     "and spend the foundation budget", host)
         return
     if _loopback(host):
+        if not warn:
+            return
         log.warning("no ROUTER_AUTH__SECRET: /v1/* is served without API keys, to this machine only (%s)", host)
         return
     raise ExposureError(

@@ -6,10 +6,10 @@ import importlib
 
 import pytest
 
-from router.cli import main
+from ops.cli import main
 
 
-@pytest.mark.parametrize("package", ["router", "specialists"])
+@pytest.mark.parametrize("package", ["router", "ops", "specialists"])
 def test_all_matches_public_names(package: str) -> None:
     module = importlib.import_module(package)
     exported = set(module.__all__)

@@ -1,4 +1,4 @@
-"""The train/dev/test splits of the bundled specialists' datasets (no sklearn: `router.defaults` reads them).
+"""The train/dev/test splits of the bundled specialists' datasets (no sklearn: `ops.defaults` reads them).
 
 Held-out protocol: every recipe choice (`select`), calibration and default threshold is made on
 `train` and `dev`; `test` is read once per recipe version, by the build, to report.

@@ -53,13 +53,13 @@ def _instructions() -> list[tuple[str, str]]:
 
 def test_build_context_holds_what_the_image_copies_and_nothing_of_training() -> None:
     files = _context()
-    for need in ["requirements.lock", "pyproject.toml", "README.md", "router/app.py", "specialists/runtime.py",
+    for need in ["requirements.lock", "pyproject.toml", "README.md", "router/app.py", "ops/cli.py", "specialists/runtime.py",
                  "policies/default.yaml", "tests/fake_upstream.py", "tests/__init__.py"]:
         assert need in files, need
     bundled = {p.split("/")[2] for p in files if p.startswith("specialists/bundled/") and p.endswith("model.onnx")}
     assert bundled == {p.name for p in (ROOT / "specialists" / "bundled").iterdir() if p.is_dir()
                        and (p / "manifest.json").exists()}, "every bundled specialist ships in the image"
-    allowed_top = {"requirements.lock", "pyproject.toml", "README.md", "router", "specialists", "policies", "tests",
+    allowed_top = {"requirements.lock", "pyproject.toml", "README.md", "router", "ops", "specialists", "policies", "tests",
                    ".dockerignore", "deploy"}
     assert {p.split("/")[0] for p in files} <= allowed_top, sorted({p.split("/")[0] for p in files} - allowed_top)
     assert not [p for p in files if p.startswith("specialists/training/")], "training code is not in the image"

@@ -129,7 +129,7 @@ async def test_api_keys_live_in_the_state_redis_and_survive_cache_pressure(
 
     from typer.testing import CliRunner
 
-    from router.cli import app as cli_app
+    from ops.cli import app as cli_app
     from router.settings import AuthSettings
 
     (tmp_path / "cache").mkdir()

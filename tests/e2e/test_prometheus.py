@@ -32,11 +32,11 @@ import redis
 import yaml
 from prometheus_client import CollectorRegistry
 
+from ops.cli import main as cli_main
+from ops.report import from_prometheus
 from router.app import create_app
-from router.cli import main as cli_main
 from router.decision import REASONS
 from router.metrics import GatewayMetrics
-from router.report import from_prometheus
 from router.settings import Settings
 from tests.e2e._traffic import BROKEN_ROUTE, send_traffic
 from tests.fake_upstream import Upstream

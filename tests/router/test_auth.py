@@ -22,13 +22,13 @@ import redis
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner, Result
 
+from ops.cli import app as cli_app
 from router.app import create_app
 from router.auth import ExposureError, check_exposure
-from router.cli import app as cli_app
 from router.settings import AuthSettings, Settings
 from tests.conftest import ROOT
 from tests.fake_upstream import Upstream
-from tests.gateway_process import free_port
+from tests.gateway_process import GatewayProcess, free_port
 from tests.server_thread import ServerThread
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -281,6 +281,13 @@ def test_no_keys_on_a_public_address_refuses_to_start(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "refusing to serve /v1/* on 0.0.0.0 without API keys" in done.stderr
     assert "ROUTER_AUTH__DISABLED=true" in done.stderr
+
+
+def test_a_served_loopback_gateway_without_keys_warns_once(write_policy: Callable[..., Path]) -> None:
+    env = {"ROUTER_AUTH__SECRET": "", "ROUTER_AUTH__DISABLED": "false"}
+    gw = GatewayProcess(write_policy(), env).wait_ready()
+    logs = gw.stop()
+    assert logs.count("no ROUTER_AUTH__SECRET") == 1, logs[-2000:]
 
 
 def test_exposure_rules(caplog: pytest.LogCaptureFixture) -> None:

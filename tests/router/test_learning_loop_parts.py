@@ -13,10 +13,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ops.promote import PromotionError, promote, rollback
 from router.foundation_quality import Bounds, shadow_bounds, weaker_than
 from router.metrics import GatewayMetrics
 from router.policy import Shadow
-from router.promote import PromotionError, promote, rollback
 from router.settings import Settings
 from router.shadow import ShadowChecker
 from tests.conftest import ROOT

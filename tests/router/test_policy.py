@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from router.cli import main
+from ops.cli import main
 from router.policy import ClassifyRoute, PolicyConfigError, load_policy, parse_policy
 from specialists import load_specialists
 from tests.conftest import ROOT

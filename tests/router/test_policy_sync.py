@@ -201,7 +201,10 @@ async def test_attacks_on_policy_sync_are_refused_while_traffic_flows(
                f"max={max(base) * 1e3:.1f} ms stall={stall_base * 1e3:.1f} ms; attack n={len(hit)} "
                f"median={statistics.median(hit) * 1e3:.1f} ms max={max(hit) * 1e3:.1f} ms stall={stall_hit * 1e3:.1f} ms")
     print(summary)
-    assert stall_hit < stall_base + 0.050, f"latency spike during the attack: {summary}"
+    # What this guards against costs far more than the bound: a YAML bomb expanded, or a 400 kB
+    # record parsed, on the event loop stalls it for seconds. 50 ms was within the noise of a loaded
+    # 2-core CI machine (one flaky run in ~20); 250 ms is not, and still an order below a real stall.
+    assert stall_hit < stall_base + 0.250, f"latency spike during the attack: {summary}"
 
     logs = gw.stop()
     assert "policy announcement rejected" in logs

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.cli import main as hybrid_router
+from ops.cli import main as hybrid_router
 from specialists import load_specialists
 from tests.conftest import requires_shared_data
 from tests.specialists.conftest import DATA_ROOT

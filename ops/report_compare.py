@@ -108,7 +108,7 @@ def _ms(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
 def read_cards(policy_path: Path, specialists_dir: Path) -> tuple[dict[str, Card], str | None]:
     """Route -> its specialist's card, from the policy and the manifests; (cards, why none) when
     the policy cannot be read (the comparison then has no card columns, and says why)."""
-    from .policy import PolicyConfigError, load_policy
+    from router.policy import PolicyConfigError, load_policy
 
     try:
         policy = load_policy(policy_path).policy

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from .pricing import PriceTable
+from router.pricing import PriceTable
 
 __all__ = [
     "DEFAULT_PRICE_MODEL",
@@ -165,7 +165,7 @@ def estimate_tokens(texts: Sequence[str], labels: Sequence[str], prompt: str | N
                     answers: Sequence[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(prompt, completion) token estimates for classifying each text into `labels`."""
     # The same messages `Escalator.classify` sends; the system prompt text is its built-in one.
-    from .escalation import _CLASSIFY_SYSTEM
+    from router.escalation import _CLASSIFY_SYSTEM
 
     joined = ", ".join(labels)
     if prompt is None:
@@ -234,7 +234,7 @@ def collect_live(data: LabeledData, class_labels: Sequence[str], prompt: str | N
     Failed calls (timeouts, errors, answers outside the label set) count as missing and are
     reported; token counts are the provider's usage figures.
     """
-    from .errors import GatewayError
+    from router.errors import GatewayError
 
     n = len(data.texts)
     correct = np.full(n, np.nan)

@@ -23,7 +23,7 @@ _SPECIALISTS = Annotated[Path | None, typer.Option(help="Bundled specialists dir
 
 
 def _policy_path(policy: Path | None) -> tuple[Path, Path]:
-    from .settings import Settings
+    from router.settings import Settings
 
     settings = Settings()
     return (policy or settings.policy_path), settings.specialists_dir
@@ -48,12 +48,12 @@ def distill(
     specialists_dir: _SPECIALISTS = None,
 ) -> None:
     """Train a candidate specialist from the original data plus the route's logged escalations."""
+    from router.policy import PolicyConfigError
+    from router.settings import Settings
     from specialists import SpecialistError
 
     from .distill import DistillError, DistillRequest, FoundationWeakerError
     from .distill import distill as run
-    from .policy import PolicyConfigError
-    from .settings import Settings
 
     settings = Settings()
     if not settings.redis.configured:

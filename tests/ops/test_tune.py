@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from router._offline import OfflineRequest, run_offline
-from router.cli import app
+from ops._offline import OfflineRequest, run_offline
+from ops.cli import app
+from ops.simulate import Simulation
+from ops.tune import choose_threshold, write_threshold
 from router.policy import ClassifyRoute, load_policy
 from router.settings import FoundationSettings, Settings
-from router.simulate import Simulation
-from router.tune import choose_threshold, write_threshold
-from tests.router.test_simulate import POLICY, ROWS, write_jsonl
+from tests.ops.test_simulate import POLICY, ROWS, write_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = REPO_ROOT / "specialists" / "bundled"

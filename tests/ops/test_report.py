@@ -14,10 +14,10 @@ import orjson
 import pytest
 import redis
 
+from ops.cli import main
+from ops.report import from_metrics_text
+from ops.report_compare import OPTIONS, histogram_quantile
 from router.app import create_app
-from router.cli import main
-from router.report import from_metrics_text
-from router.report_compare import OPTIONS, histogram_quantile
 from router.settings import Settings
 from tests.server_thread import ServerThread
 
@@ -87,7 +87,7 @@ def test_report_from_a_gateways_metrics(write_policy: Callable[..., Path], make_
         assert f"<td>{card['trained_with']['train_rows']:,}</td>" in page
         assert neighbour.read_bytes() == b"mine"
         # From the serving install: no matplotlib (the `train` extra) importable at all.
-        blocked = ("import sys; sys.modules['matplotlib'] = None; from router.cli import main; "
+        blocked = ("import sys; sys.modules['matplotlib'] = None; from ops.cli import main; "
                    f"main(['report', '--metrics', {server.url + '/metrics'!r}, '--out', sys.argv[1]])")
         done = subprocess.run([sys.executable, "-c", blocked, str(tmp_path / "serving.html")], cwd=ROOT,
                               capture_output=True, text=True, timeout=120, check=False)
@@ -109,7 +109,7 @@ def test_report_from_a_simulation(tmp_path: Path) -> None:
     run(["report", "--simulate", str(sim), "--out", str(out)])
     assert "requests by path" in _svg_texts(out.read_text())
     # `simulate --plot` still needs matplotlib (the `train` extra): without it, a clear error.
-    blocked = ("import sys; sys.modules['matplotlib'] = None; from router.cli import main; "
+    blocked = ("import sys; sys.modules['matplotlib'] = None; from ops.cli import main; "
                "main(['simulate', '--route', 'sentiment', '--data', sys.argv[1], '--foundation-accuracy', '0.9', "
                "'--plot', sys.argv[2]])")
     done = subprocess.run([sys.executable, "-c", blocked, str(data), str(tmp_path / "sweep.png")], cwd=ROOT,
@@ -146,8 +146,8 @@ def test_report_refuses_an_output_it_cannot_write(tmp_path: Path, capsys: pytest
 
 
 def test_the_comparison_per_route() -> None:
-    from router.report import RouteRow
-    from router.report_compare import Card, compare
+    from ops.report import RouteRow
+    from ops.report_compare import Card, compare
 
     route = RouteRow("spam", requests={"specialist": 90.0, "foundation": 10.0}, shadow_agreement=0.97)
     route.add_cost("specialist", 0.00009)

@@ -17,8 +17,8 @@ BENCHMARKS.md: the bundled specialists' temperatures (and tier 2's epoch and exp
 the same dev rows; a temperature is a monotone map of a binary confidence, so it only renames
 thresholds, but the model choices make dev figures slightly optimistic.
 
-    python -m router.defaults            # write policies/default.yaml
-    python -m router.defaults --check    # exit 1 if the file differs from what would be written
+    python -m ops.defaults            # write policies/default.yaml
+    python -m ops.defaults --check    # exit 1 if the file differs from what would be written
 
 Offline tool: reads ../shared/data (or --data-root / $HYBRID_ROUTER_DATA); never imported by the app.
 """
@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 from ruamel.yaml import YAML
 
+from router.policy import ClassifyRoute, load_policy
 from specialists import SpecialistSet
 from specialists.training.data import REPO_ROOT, Split, default_data_root, merge
 from specialists.training.splits import DATASETS, dataset_splits
 
 from ._offline import OfflineRequest, checked_classes, run_offline
-from .policy import ClassifyRoute, load_policy
 from .simulate import Simulation, SweepPoint, predict_all
 from .tune import choose_threshold, render_threshold, write_threshold
 
@@ -86,7 +86,7 @@ class Choice:
     @property
     def comment(self) -> str:
         how = "cheapest reaching" if self.met else "none reaches; most accurate vs"
-        head = f"router.defaults, dev {self.dev_rows} rows, FM {self.foundation_accuracy:.0%} as {PRICE_AS}: "
+        head = f"ops.defaults, dev {self.dev_rows} rows, FM {self.foundation_accuracy:.0%} as {PRICE_AS}: "
         flat = (f"{how} max(specialist, FM); hybrid {100 * self.point.accuracy:.2f}% (specialist "
                 f"{100 * self.specialist_accuracy:.2f}%), escalates {100 * self.point.escalated_share:.1f}%")
         if self.cascade is None:
@@ -169,7 +169,7 @@ def choose_defaults(policy_path: Path, data_root: Path, specialists_dir: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m router.defaults", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ops.defaults", description=__doc__.split("\n\n")[0])
     p.add_argument("--policy", type=Path, default=DEFAULT_POLICY)
     p.add_argument("--data-root", type=Path)
     p.add_argument("--specialists-dir", type=Path, default=REPO_ROOT / "specialists" / "bundled")
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             differ.append(c.route)
     if args.check:
         if differ:
-            print(f"{args.policy}: differs from router.defaults for {', '.join(differ)}", file=sys.stderr)
+            print(f"{args.policy}: differs from ops.defaults for {', '.join(differ)}", file=sys.stderr)
         return 1 if differ else 0
     classes, _ = checked_classes(load_policy(args.policy).policy, SpecialistSet.load(args.specialists_dir))
     for c in choices:

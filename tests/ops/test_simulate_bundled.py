@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from router.cli import main
-from router.defaults import DEFAULT_POLICY, FOUNDATION_ACCURACY, PRICE_AS, choose_defaults, dev_split
+from ops.cli import main
+from ops.defaults import DEFAULT_POLICY, FOUNDATION_ACCURACY, PRICE_AS, choose_defaults, dev_split
 from router.policy import load_policy
 from tests.conftest import ROOT, SHARED_DATA, requires_shared_data
 
@@ -51,7 +51,7 @@ def test_simulate_and_tune_every_bundled_route(route: str, tmp_path: Path) -> No
     assert "# Hybrid Router default policy" in policy.read_text()  # comments kept
 
 
-# The shipped `sentiment` cascade thresholds are chosen jointly by `router.defaults` (both tiers at
+# The shipped `sentiment` cascade thresholds are chosen jointly by `ops.defaults` (both tiers at
 # once, on SST-2 dev, against the TF-IDF-only route at its default); `tune` without
 # `--last-tier-only` is the same grid search, so an operator re-running it with that target and the
 # same foundation assumption must land on what ships.

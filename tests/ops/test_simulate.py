@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from router._offline import OfflineRequest, run_offline
-from router.cli import app
+from ops._offline import OfflineRequest, run_offline
+from ops.cli import app
+from ops.simulate import Simulation, SimulationError
 from router.decision import Answer, decide
 from router.policy import load_policy
 from router.settings import FoundationSettings, Settings
-from router.simulate import Simulation, SimulationError
 from specialists import SpecialistSet
 from tests.fake_upstream import Upstream
 

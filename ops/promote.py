@@ -24,11 +24,11 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from router.policy import ClassifyRoute, LoadedPolicy, PolicyConfigError, parse_policy, read_policy_text
+from router.policy_specialists import extend
 from specialists import ArtifactError, Specialist, SpecialistSet
 
 from .distill import DISTILL_FILE
-from .policy import ClassifyRoute, LoadedPolicy, PolicyConfigError, parse_policy, read_policy_text
-from .policy_specialists import extend
 
 __all__ = ["PromotionError", "promote", "rollback"]
 

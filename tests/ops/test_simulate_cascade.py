@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from router._offline import OfflineRequest, run_offline
-from router.cli import app
+from ops._offline import OfflineRequest, run_offline
+from ops.cli import app
+from ops.simulate import Simulation, format_table
 from router.policy import load_policy
 from router.settings import FoundationSettings, Settings
-from router.simulate import Simulation, format_table
 from specialists import SpecialistSet
-from tests.router.test_simulate import BUNDLED, ROWS, write_jsonl
+from tests.ops.test_simulate import BUNDLED, ROWS, write_jsonl
 
 POLICY = """\
 version: 1

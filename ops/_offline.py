@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from router.policy import AliasSpec, AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy, Policy, load_policy
+from router.pricing import PriceTable
+from router.settings import FoundationSettings, Settings, read_secret_env
 from specialists import SpecialistSet
 
-from .policy import AliasSpec, AutoRoute, ChatRoute, ClassifyRoute, LoadedPolicy, Policy, load_policy
-from .pricing import PriceTable
 from .replay import (
     DEFAULT_PRICE_MODEL,
     FoundationOutcomes,
@@ -26,7 +27,6 @@ from .replay import (
     load_replay,
     replay_outcomes,
 )
-from .settings import FoundationSettings, Settings, read_secret_env
 from .simulate import Simulation, SimulationError, parse_sweep, simulate, simulate_cascade
 
 __all__ = ["OfflineRequest", "checked_classes", "load_checked", "run_offline", "specialist_classes"]
@@ -81,7 +81,7 @@ def _outcomes(req: OfflineRequest, loaded: LoadedPolicy, data: LabeledData, clas
     if req.foundation_live:
         if alias is None:
             raise SimulationError(f"route {req.route!r} has no escalate_to alias to call")
-        from .escalation import Escalator
+        from router.escalation import Escalator
 
         def build() -> Escalator:
             return Escalator(loaded.policy.aliases, settings.foundation, read_secret_env, lambda a, o: None,

@@ -24,7 +24,8 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from .metrics import PATHS
+from router.metrics import PATHS
+
 from .report_compare import Comparison, comparison_chart, comparison_html, histogram_quantile
 from .report_svg import Chart, bars, grid, lines
 

@@ -35,19 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from router.escalation_log import STREAM
+from router.foundation_quality import Bounds, shadow_bounds, weaker_than
+from router.gateway import normalize
+from router.policy import ClassifyRoute, load_policy, read_policy_text
+from router.policy_specialists import extend
+from router.redis_state import RedisState
+from router.settings import RedisSettings
 from specialists import Specialist, SpecialistSet
 from specialists.training.build import Job, build
 from specialists.training.data import Split, default_data_root, load_split
 from specialists.training.recipes import BUNDLED, job_for
 from specialists.training.train import TrainConfig
-
-from .escalation_log import STREAM
-from .foundation_quality import Bounds, shadow_bounds, weaker_than
-from .gateway import normalize
-from .policy import ClassifyRoute, load_policy, read_policy_text
-from .policy_specialists import extend
-from .redis_state import RedisState
-from .settings import RedisSettings
 
 __all__ = ["DISTILL_FILE", "DistillError", "DistillRequest", "FoundationWeakerError", "distill", "read_entries"]
 

@@ -1,4 +1,4 @@
-"""The default policy's classification thresholds are exactly what `router.defaults` picks on dev data."""
+"""The default policy's classification thresholds are exactly what `ops.defaults` picks on dev data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.defaults import DEFAULT_POLICY, choose_defaults, main
+from ops.defaults import DEFAULT_POLICY, choose_defaults, main
 from router.policy import ClassifyRoute, load_policy
 from tests.conftest import ROOT, SHARED_DATA, requires_shared_data
 

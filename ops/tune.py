@@ -23,7 +23,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.representer import RoundTripRepresenter
 
-from .policy import LoadedPolicy, PolicyConfigError, load_policy, parse_policy, read_policy_text
+from router.policy import LoadedPolicy, PolicyConfigError, load_policy, parse_policy, read_policy_text
+
 from .simulate import Simulation, SweepPoint
 
 __all__ = ["choose_threshold", "render_threshold", "write_threshold"]

@@ -1,7 +1,7 @@
 """Offline replay of labelled traffic through a route: shares, accuracy, cost and latency per threshold.
 
 In: a policy route, its specialist, labelled texts and `FoundationOutcomes` (replay, assumed
-accuracy or live answers, see `router.replay`). Out: a `Simulation` with one `SweepPoint` per
+accuracy or live answers, see `ops.replay`). Out: a `Simulation` with one `SweepPoint` per
 `min_confidence` in the sweep, the point of the policy as written and the everything-to-the-
 foundation reference, plus a plain-text table.
 
@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from router.decision import Answer, decide, next_tier
+from router.policy import AutoRoute, ChatRoute, ClassifyRoute
 from specialists import Prediction, Specialist
 
-from .decision import Answer, decide, next_tier
-from .policy import AutoRoute, ChatRoute, ClassifyRoute
 from .replay import FoundationOutcomes, LabeledData, Pricing
 
 __all__ = [
@@ -174,7 +174,7 @@ def _check_decide(route: ClassifyRoute | ChatRoute, preds: Sequence[Prediction],
     if not np.array_equal(by_decide, escalated):
         bad = int(np.flatnonzero(by_decide != escalated)[0])
         raise SimulationError(f"the vectorised sweep disagrees with decide() on row {bad + 1} "
-                              f"({preds[bad]!r}); this is a bug in router.simulate")
+                              f"({preds[bad]!r}); this is a bug in ops.simulate")
 
 
 def _points(thresholds: npt.NDArray[np.float64], confidence: npt.NDArray[np.float64],
@@ -279,7 +279,7 @@ def _check_cascade(route: ClassifyRoute, per_tier: Sequence[Sequence[Prediction]
                 break
         if answered != int(who[row]):
             raise SimulationError(f"the vectorised cascade disagrees with decide() on row {row + 1}; this is a "
-                                  "bug in router.simulate")
+                                  "bug in ops.simulate")
 
 
 def simulate_cascade(

@@ -39,13 +39,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes (ROUTER_WORKERS).")] = None,
 ) -> None:
     """Run the gateway."""
-    import os
-    import tempfile
-
-    import uvicorn
-
-    from .logs import configure_logging
-    from .settings import Settings
+    from router.serve import run
 
     overrides: dict[str, Any] = {}
     if host is not None:
@@ -56,38 +50,9 @@ def serve(
         overrides["policy_path"] = policy.resolve()
     if workers is not None:
         overrides["workers"] = workers
-    settings = Settings(**overrides)
-    configure_logging(settings.log_level, settings.log_format)
-    from .auth import ExposureError, check_exposure
-    from .connections import uvicorn_options
-
-    try:  # before uvicorn: with several workers each would fail on its own
-        check_exposure(settings.host, settings.auth)
-    except ExposureError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-
-    # log_config=None: uvicorn's loggers go through our handler (JSON or text), not its own.
-    common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
-                              "log_config": None, "loop": "uvloop", **uvicorn_options(settings)}
-    if settings.workers == 1:
-        from .app import create_app
-
-        uvicorn.run(create_app(settings), **common)
-        return
-    # Several workers: each process builds its app from the environment, so the options given
-    # here travel as ROUTER_* variables; metrics are aggregated through one multiprocess directory.
-    # Files left by an earlier run (or another gateway) would be added to this run's counts.
-    metrics_dir = settings.metrics_dir or Path(tempfile.mkdtemp(prefix="hybrid-router-metrics-"))
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    for stale in metrics_dir.glob("*.db"):
-        stale.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    for key, value in overrides.items():
-        os.environ[f"ROUTER_{key.upper()}"] = str(value)
-    from .connections import run_workers
-
-    run_workers(uvicorn.Config("router.app:create_app_from_env", factory=True, workers=settings.workers, **common))
+    code = run(overrides)
+    if code:
+        raise typer.Exit(code)
 
 
 @policy_app.command("check")
@@ -96,11 +61,10 @@ def policy_check(
     specialists_dir: Annotated[Path | None, typer.Option(help="Specialists to check names against.")] = None,
 ) -> None:
     """Validate policy files exactly as the server does at start-up and on reload."""
+    from router.policy import PolicyConfigError, load_policy, read_policy_text
+    from router.policy_specialists import extend
+    from router.settings import Settings
     from specialists import SpecialistSet
-
-    from .policy import PolicyConfigError, load_policy, read_policy_text
-    from .policy_specialists import extend
-    from .settings import Settings
 
     settings = Settings()
     specialists = SpecialistSet.load(specialists_dir or settings.specialists_dir)
@@ -123,9 +87,9 @@ def _with_key_store(action: Any) -> Any:
     """Run `action(store, secret)` against the configured key store; store errors exit 1."""
     import asyncio
 
-    from .keys import KeyStoreError, open_store
-    from .redis_state import RedisState
-    from .settings import Settings
+    from router.keys import KeyStoreError, open_store
+    from router.redis_state import RedisState
+    from router.settings import Settings
 
     settings = Settings()
     if settings.auth.secret is None:
@@ -174,7 +138,7 @@ def keys_create(
 
     from pydantic import ValidationError
 
-    from .keys import KeyRecord, issue_key
+    from router.keys import KeyRecord, issue_key
 
     try:
         record = KeyRecord(name=name, routes=_targets(routes), aliases=_targets(aliases),
@@ -194,7 +158,7 @@ def keys_list() -> None:
     """Names, permissions and limits of every key (never keys or digests)."""
 
     async def load(store: Any, secret: bytes) -> Any:
-        from .keys import KeyStoreError
+        from router.keys import KeyStoreError
 
         records = await store.load()
         if records is None:
@@ -217,7 +181,7 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(name: Annotated[str, typer.Argument(help="Name of the key to revoke.")]) -> None:
     """Revoke the active key of NAME; every replica refuses it within ROUTER_AUTH__REFRESH_S."""
-    from .keys import revoke_keys
+    from router.keys import revoke_keys
 
     count = _with_key_store(lambda store, secret: revoke_keys(store, name))
     if not count:
@@ -242,6 +206,8 @@ def report(
     import httpx
     from pydantic import ValidationError
 
+    from router.settings import Settings
+
     from .report import (
         from_metrics_text,
         from_prometheus,
@@ -251,7 +217,6 @@ def report(
         render_svg,
     )
     from .report_compare import compare, read_cards
-    from .settings import Settings
 
     if out.suffix not in (".html", ".svg"):
         typer.echo("--out must end in .html or .svg (for a PNG: rsvg-convert report.svg > report.png)", err=True)
@@ -338,10 +303,10 @@ def specialists_build(ctx: typer.Context) -> None:
 
 def _offline(**kwargs: Any) -> tuple[Any, Any]:
     """Run the shared offline set-up; input errors become a message and exit code 2."""
+    from router.policy import PolicyConfigError
     from specialists import SpecialistError
 
     from ._offline import OfflineRequest, run_offline
-    from .policy import PolicyConfigError
     from .replay import ReplayError
     from .simulate import SimulationError
 
@@ -381,7 +346,7 @@ def simulate(
     if foundation is not None and foundation != "live":
         typer.echo("error: --foundation takes only 'live'", err=True)
         raise typer.Exit(2)
-    from .settings import Settings
+    from router.settings import Settings
 
     sim, _ = _offline(
         policy_path=policy or Settings().policy_path, route=route, data_path=data,
@@ -428,10 +393,10 @@ def tune(
         "the last tier's (default: every tier's together).")] = False,
 ) -> None:
     """Pick the cheapest min_confidence that meets a target accuracy; optionally write it."""
+    from router.settings import Settings
     from specialists import SpecialistSet
 
     from ._offline import checked_classes
-    from .settings import Settings
     from .simulate import describe, render_rows, table_rows
     from .tune import choose_threshold, render_threshold, write_threshold
 

@@ -1,0 +1,5 @@
+"""`python -m ops` = `hybrid-router`."""
+
+from ops.cli import main
+
+main()
