@@ -1,12 +1,14 @@
 """Specialist micro-benchmarks, in process: `predict_one` latency and batch throughput per specialist.
 
-Every bundled specialist (a subdirectory of specialists/bundled with a manifest) is loaded on its
-own, so one that is half-written or fails its sha256 check is reported instead of stopping the
-run. Sessions run with one intra-op thread, as the runtime builds them for serving.
+Every bundled tier-1 (tf-idf) specialist (a subdirectory of specialists/bundled with a manifest)
+is loaded on its own, so one that is half-written or fails its sha256 check is reported instead of
+stopping the run. Tier-2 transformers (manifest ``kind: transformer``) are measured by
+`bench.tier2`, not here: the per-text goals of issue 15 are the tf-idf tier's. Sessions run with one intra-op thread, as the runtime builds them for serving.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,8 @@ def run_micro(quick: bool, directory: Path = BUNDLED_DIR) -> dict[str, Any]:
     seconds = 0.5 if quick else 2.0
     results: dict[str, Any] = {}
     for d in sorted(p for p in directory.iterdir() if (p / MANIFEST_FILE).is_file()):
+        if _kind(d) != "tfidf":
+            continue
         try:
             spec = Specialist(d)
         except SpecialistError as exc:
@@ -81,3 +85,10 @@ def _predict_list(spec: Specialist, iterations: int) -> dict[str, float]:
         spec.predict(texts)
         times.append(time.perf_counter_ns() - t0)
     return {"p50_us": round(_pct(times, 50), 2), "p99_us": round(_pct(times, 99), 2)}
+
+
+def _kind(directory: Path) -> str:
+    try:
+        return str(json.loads((directory / MANIFEST_FILE).read_text()).get("kind", "tfidf"))
+    except (OSError, ValueError, AttributeError):
+        return "tfidf"  # unreadable: let Specialist() report it

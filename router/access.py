@@ -77,6 +77,12 @@ class AccessLog:
         ctx = RequestContext(safe_request_id(given))
         scope.setdefault("state", {})["request_id"] = ctx.request_id
         token = _CURRENT.set(ctx)
+        if not log.isEnabledFor(logging.INFO):  # no line would be written: nothing to watch for
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _CURRENT.reset(token)
+            return
         t0 = time.perf_counter()
         status = 500
         decision: dict[str, str] = {}

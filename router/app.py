@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from specialists import SpecialistSet
 
@@ -38,6 +39,7 @@ from .errors import GatewayError, error_body, problem_body
 from .escalation import Escalator
 from .escalation_log import EscalationLog
 from .gateway import Gateway
+from .hotpath import HOT_PATHS, HotPaths
 from .logs import configure_logging
 from .metrics import GatewayMetrics
 from .policy import ClassifyRoute, load_policy, read_policy_text
@@ -49,7 +51,7 @@ from .routes import build_admin_routes, build_routes, request_id
 from .settings import Settings, multiprocess_metrics_dir, read_secret_env
 from .shadow import ShadowChecker
 
-__all__ = ["build_gateway", "create_app", "create_app_from_env"]
+__all__ = ["GatewayApp", "build_gateway", "create_app", "create_app_from_env"]
 
 log = logging.getLogger("router.app")
 
@@ -199,6 +201,23 @@ async def _refresh_budget(gw: Gateway) -> None:
         await gw.budget.refresh()
 
 
+class GatewayApp(Starlette):
+    """Starlette with the hot paths (`router.hotpath`) dispatched before its middleware and router."""
+
+    hot: HotPaths | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        if self.hot is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.hot(scope, receive, send)
+
+    async def serve_full(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The whole Starlette stack (middleware, router): every request but the hot ones."""
+        await super().__call__(scope, receive, send)
+
+
 def create_app_from_env() -> Starlette:
     """Factory for uvicorn's worker processes: each builds its own app from the environment."""
     settings = Settings()
@@ -251,9 +270,10 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
 
     routes = build_routes(gw, settings.max_body_bytes, settings.max_batch, settings.cache_per_tenant,
                           settings.drain_max_bytes, auth, metrics_token) + build_admin_routes(reloader, token)
-    app = Starlette(
+    endpoints = [r.path for r in routes]
+    app = GatewayApp(
         routes=routes,
-        middleware=[Middleware(AccessLog, endpoints=[r.path for r in routes], sample=settings.access_log_sample)],
+        middleware=[Middleware(AccessLog, endpoints=endpoints, sample=settings.access_log_sample)],
         exception_handlers={
             GatewayError: _on_gateway_error,
             HTTPException: _on_http_error,
@@ -261,6 +281,12 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
             Exception: _on_unexpected,
         },
         lifespan=lifespan,
+    )
+    app.hot = HotPaths(
+        app.serve_full,
+        {r.path: r.endpoint for r in routes if r.path in HOT_PATHS and r.methods and "POST" in r.methods},
+        lambda inner: AccessLog(inner, endpoints, settings.access_log_sample),
+        _on_gateway_error, _on_client_gone, _on_unexpected,
     )
     app.state.gateway = gw
     app.state.reloader = reloader

@@ -237,7 +237,8 @@ class Gateway:
         t0 = time.perf_counter()
         policy = self.policy
         route = self.classify_route(policy, route_name)
-        tiers = [self.specialists[t.specialist] for t in route.tiers()]
+        # names straight from the route: `route.tiers()` builds a pydantic model per call (request path)
+        tiers = [self.specialists[route.specialist], *(self.specialists[t.specialist] for t in route.cascade)]
         specialist = tiers[0]
         versions = "+".join(s.version for s in tiers)  # a new model in any tier is a new cache key
         texts = [t[: specialist.max_chars] for t in texts]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _observe(hist: Any, amount: float) -> None:
+    """``Histogram.observe`` of a labelled child, with a binary search for the bucket.
+
+    prometheus_client finds the bucket with a Python loop over every bound (up to 17 here) and
+    checks the child's labels on each call; on the specialist path's four observations a request
+    that was a tenth of the gateway's own work (issue 15). Same values, same storage (also the
+    multiprocess files): the sum and the first bucket whose bound is >= the amount (none for NaN).
+    Relies on the child's ``_sum``, ``_buckets`` and ``_upper_bounds`` (prometheus_client 0.26,
+    pinned); `tests/router/test_metrics_observe.py` checks it against ``Histogram.observe``.
+    """
+    bounds = hist._upper_bounds
+    i = bisect_left(bounds, amount)
+    hist._sum.inc(amount)
+    if i < len(bounds) and amount <= bounds[i]:
+        hist._buckets[i].inc(1)
+
+
+def _inc(counter: Any, amount: float = 1.0) -> None:
+    """``Counter.inc`` of a labelled child without its per-call label check (the request path's
+    counters are children by construction); same value store as ``inc``."""
+    if amount < 0:
+        raise ValueError("counters only go up")
+    counter._value.inc(amount)
+
+
 class _ScrapeState:
     """Gauges computed from the gateway's state at each scrape, never stored in files."""
 
@@ -137,6 +163,8 @@ class GatewayMetrics:
         self._stages: dict[str, Any] = {}
         self._prediction_hists: dict[str, tuple[Any, Any]] = {}
         self._key_requests: dict[tuple[str, str], Any] = {}
+        self._tier_inputs: dict[tuple[str, str], Any] = {}
+        self._tier_answers: dict[tuple[str, str], Any] = {}
         self.requests = Counter(
             _P + "requests", "Answered requests (one per input) by route, path taken and reason.",
             ["route", "path", "reason"], registry=registry)
@@ -246,33 +274,39 @@ class GatewayMetrics:
         child = self._requests.get(key)
         if child is None:
             child = self._requests[key] = self.requests.labels(route, path, reason)
-        child.inc()
+        _inc(child)
         hist = self._latency.get(path)
         if hist is None:
             hist = self._latency[path] = self.latency.labels(path)
-        hist.observe(seconds)
+        _observe(hist, seconds)
         if cost:
             spent = self._cost.get((route, path, alias))
             if spent is None:
                 spent = self._cost[(route, path, alias)] = self.cost.labels(route, path, alias)
-            spent.inc(cost)
+            _inc(spent, cost)
         if avoided:
             saved = self._avoided.get(key[:2])
             if saved is None:
                 saved = self._avoided[key[:2]] = self.cost_avoided.labels(route, path)
-            saved.inc(avoided)
+            _inc(saved, avoided)
 
     def stage(self, stage: str, seconds: float) -> None:
         hist = self._stages.get(stage)
         if hist is None:
             hist = self._stages[stage] = self.stage_latency.labels(stage)
-        hist.observe(seconds)
+        _observe(hist, seconds)
 
     def tier_inputs(self, route: str, tier: str, n: int) -> None:
-        self.tier_input_count.labels(route, tier).inc(n)
+        child = self._tier_inputs.get((route, tier))
+        if child is None:
+            child = self._tier_inputs[(route, tier)] = self.tier_input_count.labels(route, tier)
+        _inc(child, n)
 
     def tier_answered(self, route: str, tier: str) -> None:
-        self.tier_answer_count.labels(route, tier).inc()
+        child = self._tier_answers.get((route, tier))
+        if child is None:
+            child = self._tier_answers[(route, tier)] = self.tier_answer_count.labels(route, tier)
+        _inc(child)
 
     def tier_duration(self, tier: str, seconds: float) -> None:
         self.tier_latency.labels(tier).observe(seconds)
@@ -282,8 +316,8 @@ class GatewayMetrics:
         if pair is None:
             pair = self._prediction_hists[route] = (self.confidence.labels(route), self.novelty.labels(route))
         for p in preds:
-            pair[0].observe(p.confidence)
-            pair[1].observe(p.novelty)
+            _observe(pair[0], p.confidence)
+            _observe(pair[1], p.novelty)
 
     def prepare(self, routes: Iterable[str], aliases: Iterable[str], shadow_floor: float | None) -> None:
         """Create a policy's per-route and per-alias series at 0 (after start-up and every reload),

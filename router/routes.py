@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -57,8 +57,9 @@ def tenant_of(request: Request, per_tenant: bool, caller: Caller | None = None) 
         return ""
     if caller is not None:
         return "t:" + caller.tenant
-    key = request.headers.get("authorization", "")
-    return hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
+    key = next((v for k, v in request.scope["headers"] if k == b"authorization"), b"")  # no Headers object
+    # latin-1 -> UTF-8: the bytes Headers.get(...).encode() gave, so namespaces stay as they were
+    return hashlib.sha256(key.decode("latin-1").encode()).hexdigest()[:16] if key else ""
 
 
 class _Raw(Response):
@@ -108,14 +109,22 @@ async def _parse(request: Request, model: type[M], max_bytes: int, drain_bytes: 
 
 async def _read_object(request: Request, max_bytes: int, drain_bytes: int) -> dict[str, Any]:
     """The request body as a JSON object (size-capped), noting the route it names for metrics."""
-    declared = request.headers.get("content-length")
+    declared = next((v for k, v in request.scope["headers"] if k == b"content-length"), None)
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise await _too_large(request, max_bytes, drain_bytes, 0)
     body = bytearray()
-    async for part in request.stream():
-        body += part
+    receive = request.receive
+    # The ASGI messages read directly (what `Request.stream()` does, without its async generator:
+    # this runs on every request). After a 413 `_too_large` reads the rest through `stream()`.
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientDisconnect()
+        body += message.get("body", b"")
         if len(body) > max_bytes:
             raise await _too_large(request, max_bytes, drain_bytes, len(body))
+        if not message.get("more_body", False):
+            break
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -124,7 +133,7 @@ async def _read_object(request: Request, max_bytes: int, drain_bytes: int) -> di
         raise InvalidRequestError("request body must be a JSON object")
     name = data.get("task", data.get("model"))
     if isinstance(name, str):
-        request.state.route = name  # for the error metric, before validation can fail
+        request.scope.setdefault("state", {})["route"] = name  # (request.state) for the error metric, before validation can fail
     return data
 
 
@@ -255,12 +264,14 @@ def build_routes(gw: Gateway, max_body_bytes: int, max_batch: int, per_tenant_ca
         policy, outcomes = await gw.classify(req.task, texts, tenant_of(request, per_tenant_cache, caller))
         if isinstance(req.input, str):
             o = outcomes[0]
-            return _json(o.to_dict(), request, headers={
-                "x-router-route": o.route, "x-router-path": o.path, "x-router-reason": o.reason,
-                "x-router-confidence": f"{o.confidence:.4f}", "x-router-cost-usd": f"{o.cost_usd:.8f}",
-                "x-router-policy-version": o.policy_version,
-                **({"x-router-tier": str(o.tier), "x-router-specialist": o.specialist} if o.specialist else {}),
-            })
+            # Header names pre-encoded: this is the specialist path's answer (issue 15).
+            raw = [(b"x-request-id", request_id(request).encode()), (b"x-router-route", o.route.encode("latin-1")),
+                   (b"x-router-path", o.path.encode()), (b"x-router-reason", o.reason.encode()),
+                   (b"x-router-confidence", b"%.4f" % o.confidence), (b"x-router-cost-usd", b"%.8f" % o.cost_usd),
+                   (b"x-router-policy-version", o.policy_version.encode("latin-1"))]
+            if o.specialist:
+                raw += [(b"x-router-tier", str(o.tier).encode()), (b"x-router-specialist", o.specialist.encode("latin-1"))]
+            return _Raw(orjson.dumps(o.to_dict()), raw)
         ctx = current()
         if ctx is not None:  # a batch has no single path: its access line counts them
             ctx.fields["inputs"] = len(outcomes)

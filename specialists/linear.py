@@ -207,7 +207,7 @@ class LinearGraph:
 
     def one(self, ids: npt.NDArray[np.integer[Any]], weights: F64) -> list[float]:
         """Class probabilities of one text given its feature ``ids`` and tf-idf ``weights``."""
-        summed = weights @ np.take(self.W, ids, axis=0).astype(np.float64)
+        summed = weights @ self.W.take(ids, axis=0).astype(np.float64)
         if self.n_classes > _PY_SOFTMAX_MAX:
             probs: list[float] = self._softmax(summed).tolist()
             return probs

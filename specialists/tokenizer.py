@@ -82,13 +82,18 @@ def char_wb_ngrams_of_word(word: str, min_n: int, max_n: int) -> list[str]:
 
 
 def _count(raw: I32) -> tuple[I32, I64]:
-    """``np.unique(raw, return_counts=True)`` in fewer numpy calls (sorted ids, occurrences)."""
-    s = np.sort(raw)
+    """``np.unique(raw, return_counts=True)`` in fewer numpy calls (sorted ids, occurrences).
+
+    Array methods rather than the ``np.sort`` / ``np.flatnonzero`` functions: same results, without
+    their Python-level dispatch (~1 µs each, on every request).
+    """
+    s = raw.copy()
+    s.sort()
     n = len(s)
     starts = np.empty(n + 1, dtype=np.bool_)
     starts[0] = starts[n] = True
     np.not_equal(s[1:], s[:-1], out=starts[1:n])
-    at = np.flatnonzero(starts)
+    at = starts.nonzero()[0]
     return s[at[:-1]], at[1:] - at[:-1]
 
 
