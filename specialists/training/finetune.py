@@ -133,7 +133,7 @@ def _model(base_dir: Path, n_classes: int, dropout: float, base: str = "all-Mini
     import torch
     from transformers import AutoModel, BertConfig, BertModel
 
-    class Classifier(torch.nn.Module):  # type: ignore[misc]
+    class Classifier(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any without torch, typed with it
         def __init__(self) -> None:
             super().__init__()
             if base == "tiny-random":
@@ -224,7 +224,7 @@ def finetune(
             logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
             loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y_train[batch]))
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call,unused-ignore]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()

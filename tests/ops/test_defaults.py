@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from ops.defaults import DEFAULT_POLICY, choose_defaults, main
-from ops.tune import render_threshold
 from router.policy import ClassifyRoute, load_policy
 from tests.conftest import ROOT, SHARED_DATA, requires_shared_data
 
@@ -21,13 +20,26 @@ def test_committed_thresholds_are_the_chosen_ones() -> None:
     routes = load_policy(DEFAULT_POLICY).policy.routes
     classify = {n for n, r in routes.items() if isinstance(r, ClassifyRoute)}
     assert {c.route for c in choices} == classify  # every bundled classification route has a default
-    committed = {c.route: routes[c.route].min_confidence for c in choices}
-    assert committed == {c.route: render_threshold(c.point.min_confidence) for c in choices}
+    committed = {}
+    for c in choices:
+        route = routes[c.route]
+        assert isinstance(route, ClassifyRoute)
+        committed[c.route] = tuple(t.min_confidence for t in route.tiers())
+    assert committed == {c.route: c.thresholds for c in choices}  # every tier of a cascade too
     text = DEFAULT_POLICY.read_text(encoding="utf-8")
     for c in choices:
         assert c.comment in text  # the policy says how each was chosen
         target = max(c.specialist_accuracy, c.foundation_accuracy)
         assert c.point.accuracy >= target - 1e-12 or not c.met
+
+
+def test_the_sentiment_cascade_is_tuned_jointly_against_the_tfidf_route_at_its_default() -> None:
+    (c,) = [c for c in choose_defaults(DEFAULT_POLICY, SHARED_DATA, BUNDLED) if c.route == "sentiment"]
+    assert c.cascade is not None and c.cascade.met
+    assert c.cascade.target == c.point.accuracy  # the TF-IDF-only route at its default, on dev
+    assert c.cascade.point.accuracy >= c.cascade.target - 1e-12
+    assert len(c.thresholds) == 2
+    assert c.cascade.point.cost_usd <= c.point.cost_usd  # never dearer than the route without its cascade
 
 
 def test_write_then_check_round_trip(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from ops.cli import main
-from ops.defaults import dev_split
+from ops.defaults import DEFAULT_POLICY, FOUNDATION_ACCURACY, PRICE_AS, choose_defaults, dev_split
 from router.policy import load_policy
 from tests.conftest import ROOT, SHARED_DATA, requires_shared_data
 
@@ -51,20 +51,23 @@ def test_simulate_and_tune_every_bundled_route(route: str, tmp_path: Path) -> No
     assert "# Hybrid Router default policy" in policy.read_text()  # comments kept
 
 
-# The command that chose the shipped `sentiment` cascade thresholds (BENCHMARKS.md, "Tier 2"). Tier 1
-# is held at its policy threshold (`--last-tier-only`) while the bundled tf-idf `sentiment` has seen
-# SST-2 dev in training; once it is retrained without dev, drop the flag here and re-run the command
-# (with --write on policies/default.yaml) to choose both tiers together.
-SENTIMENT_CASCADE_TUNE = ["tune", "--route", "sentiment", "--data", "sst2/dev.jsonl", "--target-accuracy", "0.95",
-                          "--foundation-accuracy", "0.95", "--price-as", "gpt-4o-mini", "--last-tier-only"]
+# The shipped `sentiment` cascade thresholds are chosen jointly by `ops.defaults` (both tiers at
+# once, on SST-2 dev, against the TF-IDF-only route at its default); `tune` without
+# `--last-tier-only` is the same grid search, so an operator re-running it with that target and the
+# same foundation assumption must land on what ships.
+SENTIMENT_CASCADE_TUNE = ["tune", "--route", "sentiment", "--data", "sst2/dev.jsonl",
+                          "--foundation-accuracy", str(FOUNDATION_ACCURACY), "--price-as", PRICE_AS]
 
 
 def test_the_shipped_cascade_thresholds_are_what_tune_chooses_on_dev(tmp_path: Path) -> None:
+    (choice,) = [c for c in choose_defaults(DEFAULT_POLICY, SHARED_DATA, ROOT / "specialists" / "bundled")
+                 if c.route == "sentiment"]
+    assert choice.cascade is not None
     policy = tmp_path / "policy.yaml"
-    shutil.copy(ROOT / "policies" / "default.yaml", policy)
+    shutil.copy(DEFAULT_POLICY, policy)
     args = [str(SHARED_DATA / a) if a.endswith(".jsonl") else a for a in SENTIMENT_CASCADE_TUNE]
-    assert run([*args, "--policy", str(policy), "--write"]) == 0
-    shipped = load_policy(ROOT / "policies" / "default.yaml").policy.routes["sentiment"]
+    assert run([*args, "--target-accuracy", repr(choice.cascade.target), "--policy", str(policy), "--write"]) == 0
+    shipped = load_policy(DEFAULT_POLICY).policy.routes["sentiment"]
     tuned = load_policy(policy).policy.routes["sentiment"]
     assert [(t.specialist, t.min_confidence) for t in tuned.tiers()] == [
         (t.specialist, t.min_confidence) for t in shipped.tiers()]
