@@ -40,8 +40,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from .policy import Policy
 
-__all__ = ["CANDIDATE_OUTCOMES", "CONTENT_TYPE_LATEST", "CUT_REASONS", "FOUNDATION_OUTCOMES", "PATHS", "SLO_ERROR_CODES", "STAGES",
-           "TIERS", "GatewayMetrics"]
+__all__ = ["CANDIDATE_OUTCOMES", "CONTENT_TYPE_LATEST", "CUT_REASONS", "FOUNDATION_OUTCOMES", "PATHS",
+           "SLO_ERROR_CODES", "STAGES", "TIERS", "GatewayMetrics"]
 
 log = logging.getLogger("router.metrics")
 
@@ -114,6 +114,19 @@ def _inc(counter: Any, amount: float = 1.0) -> None:
     counter._value.inc(amount)
 
 
+class _Children(dict[tuple[str, ...], Any]):
+    """A metric's labelled children by label values, each made on first use and kept: `.labels()`
+    costs ~1.5 µs a call on the request path, and the label sets are closed, so this stays small."""
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self._metric = metric
+
+    def __missing__(self, key: tuple[str, ...]) -> Any:
+        child = self[key] = self._metric.labels(*key)
+        return child
+
+
 class _ScrapeState:
     """Gauges computed from the gateway's state at each scrape, never stored in files."""
 
@@ -157,16 +170,7 @@ class GatewayMetrics:
         self._state = _ScrapeState()
         registry.register(self._state)
         self._policy_version: str | None = None
-        self._requests: dict[tuple[str, str, str], Any] = {}
-        self._latency: dict[str, Any] = {}
-        # labelled children by label values: `.labels()` costs ~1.5 µs a call on the request path
-        self._cost: dict[tuple[str, str, str], Any] = {}
-        self._avoided: dict[tuple[str, str], Any] = {}
-        self._stages: dict[str, Any] = {}
         self._prediction_hists: dict[str, tuple[Any, Any]] = {}
-        self._key_requests: dict[tuple[str, str], Any] = {}
-        self._tier_inputs: dict[tuple[str, str], Any] = {}
-        self._tier_answers: dict[tuple[str, str], Any] = {}
         self.requests = Counter(
             _P + "requests", "Answered requests (one per input) by route, path taken and reason.",
             ["route", "path", "reason"], registry=registry)
@@ -278,6 +282,16 @@ class GatewayMetrics:
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
+        # The request path's children (see `_Children`).
+        self._requests = _Children(self.requests)
+        self._latency = _Children(self.latency)
+        self._cost = _Children(self.cost)
+        self._avoided = _Children(self.cost_avoided)
+        self._stages = _Children(self.stage_latency)
+        self._key_requests = _Children(self.key_requests)
+        self._tier_inputs = _Children(self.tier_input_count)
+        self._tier_answers = _Children(self.tier_answer_count)
+        self._tier_latency = _Children(self.tier_latency)
 
     def set_policy_version(self, version: str) -> None:
         # Set the old version to 0 rather than clearing: with several workers the value lives in
@@ -291,46 +305,24 @@ class GatewayMetrics:
     # are closed, so these dicts stay small); `.labels()` on every request was ~2% of the profile.
     def answered(self, route: str, path: str, reason: str, seconds: float, cost: float, alias: str,
                  avoided: float) -> None:
-        key = (route, path, reason)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = self.requests.labels(route, path, reason)
-        _inc(child)
-        hist = self._latency.get(path)
-        if hist is None:
-            hist = self._latency[path] = self.latency.labels(path)
-        _observe(hist, seconds)
+        _inc(self._requests[(route, path, reason)])
+        _observe(self._latency[(path,)], seconds)
         if cost:
-            spent = self._cost.get((route, path, alias))
-            if spent is None:
-                spent = self._cost[(route, path, alias)] = self.cost.labels(route, path, alias)
-            _inc(spent, cost)
+            _inc(self._cost[(route, path, alias)], cost)
         if avoided:
-            saved = self._avoided.get(key[:2])
-            if saved is None:
-                saved = self._avoided[key[:2]] = self.cost_avoided.labels(route, path)
-            _inc(saved, avoided)
+            _inc(self._avoided[(route, path)], avoided)
 
     def stage(self, stage: str, seconds: float) -> None:
-        hist = self._stages.get(stage)
-        if hist is None:
-            hist = self._stages[stage] = self.stage_latency.labels(stage)
-        _observe(hist, seconds)
+        _observe(self._stages[(stage,)], seconds)
 
     def tier_inputs(self, route: str, tier: str, n: int) -> None:
-        child = self._tier_inputs.get((route, tier))
-        if child is None:
-            child = self._tier_inputs[(route, tier)] = self.tier_input_count.labels(route, tier)
-        _inc(child, n)
+        _inc(self._tier_inputs[(route, tier)], n)
 
     def tier_answered(self, route: str, tier: str) -> None:
-        child = self._tier_answers.get((route, tier))
-        if child is None:
-            child = self._tier_answers[(route, tier)] = self.tier_answer_count.labels(route, tier)
-        _inc(child)
+        _inc(self._tier_answers[(route, tier)])
 
     def tier_duration(self, tier: str, seconds: float) -> None:
-        self.tier_latency.labels(tier).observe(seconds)
+        _observe(self._tier_latency[(tier,)], seconds)
 
     def observe_predictions(self, route: str, preds: list[Any]) -> None:
         pair = self._prediction_hists.get(route)
@@ -384,10 +376,7 @@ class GatewayMetrics:
 
     def key_request(self, key: str, outcome: str) -> None:
         """`key` is a key *name* from the key store (a closed, capped set), never a key."""
-        child = self._key_requests.get((key, outcome))
-        if child is None:
-            child = self._key_requests[(key, outcome)] = self.key_requests.labels(key, outcome)
-        child.inc()
+        _inc(self._key_requests[(key, outcome)])
 
     def cache_event(self, event: str) -> None:
         self.cache_events.labels(event).inc()

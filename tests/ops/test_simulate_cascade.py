@@ -79,16 +79,23 @@ def test_tier_shares_add_up_and_match_the_specialists(sim: Simulation, setup: tu
     assert "sentiment only" in table and "(policy)" in table and "all escalated" in table
 
 
-def test_tune_writes_one_threshold_per_tier(setup: tuple[Settings, Path, Path], tmp_path: Path) -> None:
+def _tune_a_copy(setup: tuple[Settings, Path, Path], tmp_path: Path, *extra: str) -> Path:
+    """`hybrid-router tune --write` (target 90%, a perfect foundation model) on a copy of the policy."""
     settings, policy, data = setup
     own = tmp_path / "policy.yaml"
     own.write_text(policy.read_text())
     result = CliRunner().invoke(app, [
         "tune", "--route", "sentiment", "--data", str(data), "--policy", str(own), "--target-accuracy", "0.9",
         "--foundation-accuracy", "1.0", "--sweep", "0:1:0.1", "--specialists-dir", str(settings.specialists_dir),
-        "--write",
+        *extra, "--write",
     ])
     assert result.exit_code == 0, result.output
+    return own
+
+
+def test_tune_writes_one_threshold_per_tier(setup: tuple[Settings, Path, Path], tmp_path: Path) -> None:
+    settings, _, data = setup
+    own = _tune_a_copy(setup, tmp_path)
     route = load_policy(own).policy.routes["sentiment"]
     tiers = route.tiers()  # type: ignore[union-attr]
     assert [t.specialist for t in tiers] == ["sentiment", "sentiment_tiny"]
@@ -101,14 +108,7 @@ def test_tune_writes_one_threshold_per_tier(setup: tuple[Settings, Path, Path], 
 
 def test_tune_last_tier_only_keeps_the_earlier_tiers(setup: tuple[Settings, Path, Path], tmp_path: Path) -> None:
     settings, policy, data = setup
-    own = tmp_path / "policy.yaml"
-    own.write_text(policy.read_text())
-    result = CliRunner().invoke(app, [
-        "tune", "--route", "sentiment", "--data", str(data), "--policy", str(own), "--target-accuracy", "0.9",
-        "--foundation-accuracy", "1.0", "--sweep", "0:1:0.1", "--specialists-dir", str(settings.specialists_dir),
-        "--last-tier-only", "--write",
-    ])
-    assert result.exit_code == 0, result.output
+    own = _tune_a_copy(setup, tmp_path, "--last-tier-only")
     tiers = load_policy(own).policy.routes["sentiment"].tiers()  # type: ignore[union-attr]
     assert tiers[0].min_confidence == 0.9  # held
     sim = run_offline(OfflineRequest(policy_path=policy, route="sentiment", data_path=data, foundation_accuracy=1.0,
