@@ -8,14 +8,16 @@ the better of specialist alone and foundation alone. When no swept threshold rea
 accurate point is taken (cheapest among equals) and the comment says so. Each chosen value is
 written back with `tune.write_threshold`, with an end-of-line comment stating how it was chosen.
 
-A route with a `cascade:` is then tuned jointly: first its tier 1 as above, as if the route had no
-cascade (the TF-IDF-only route at its default); that route's dev accuracy becomes the target, and
-every tier's threshold is chosen together (the `tune` grid) as the cheapest combination whose
-overall dev accuracy reaches it (ties: fewer escalations). The cascade then answers at least as well
-as the TF-IDF-only route would at its default, for less. Caveat, stated in the comment and in
-BENCHMARKS.md: the bundled specialists' temperatures (and tier 2's epoch and export) were fitted on
-the same dev rows; a temperature is a monotone map of a binary confidence, so it only renames
-thresholds, but the model choices make dev figures slightly optimistic.
+A route with a `cascade:` is then tuned jointly, to the goal it was built for (issue 18): escalate
+at most half of what the TF-IDF-only route escalates at its baseline threshold (`CASCADE_BASELINE`:
+the route's default before it had a cascade), while staying at least as accurate overall. Every
+tier's threshold is chosen together (the `tune` grid) on dev; among the combinations meeting both,
+the one with the widest margin on its tighter side is taken (the escalation share under the
+budget and the accuracy over the baseline's, each in its binomial standard error on the dev rows),
+so that neither side of the goal rests on a few dev rows. When none meets both, the cheapest reaching the baseline's accuracy, else the most accurate.
+Caveat, stated in the comment and in BENCHMARKS.md: the bundled specialists' temperatures (and
+tier 2's epoch, export and blend) were fitted on the same dev rows, so dev figures are slightly
+optimistic.
 
     python -m ops.defaults            # write policies/default.yaml
     python -m ops.defaults --check    # exit 1 if the file differs from what would be written
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -51,17 +54,26 @@ FOUNDATION_ACCURACY = 0.97
 PRICE_AS = "gpt-4o-mini"
 SWEEP = "0:0.99:0.01"
 DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
+# route -> the TF-IDF-only route's default before its cascade: what the cascade must beat (issue 18:
+# sentiment escalated 54% of SST-2 test at 0.88; the goal is at most half of that share, as accurate)
+CASCADE_BASELINE = {"sentiment": 0.88}
+ESCALATION_RATIO = 0.5
 
 
 @dataclass(frozen=True, slots=True)
 class CascadeChoice:
     """Every tier's threshold of a cascade route, chosen together on dev."""
 
-    target: float
-    """Dev accuracy of the route without its cascade at its default threshold."""
+    baseline: SweepPoint
+    """The route without its cascade at its baseline threshold (`CASCADE_BASELINE`), on dev."""
     point: SweepPoint
     """The chosen grid point (`point.thresholds` holds one value per tier)."""
     met: bool
+    """Both sides of the goal met on dev (else the fallback's point)."""
+
+    @property
+    def budget(self) -> float:
+        return ESCALATION_RATIO * self.baseline.escalated_share
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +103,12 @@ class Choice:
                 f"{100 * self.specialist_accuracy:.2f}%), escalates {100 * self.point.escalated_share:.1f}%")
         if self.cascade is None:
             return head + flat
-        c = self.cascade
-        joint = "cheapest" if c.met else "none reaches the target; most accurate"
-        return (head + f"all tiers jointly, {joint} reaching the route without cascade at its default "
-                f"({render_threshold(self.point.min_confidence):g}: {100 * c.target:.2f}%, escalates "
-                f"{100 * self.point.escalated_share:.1f}%); cascade {100 * c.point.accuracy:.2f}%, escalates "
-                f"{100 * c.point.escalated_share:.1f}%; dev also calibrated the tiers")
+        c, b = self.cascade, self.cascade.baseline
+        how = "widest margin meeting" if c.met else "none meets; cheapest reaching the accuracy of"
+        return (head + f"all tiers jointly, {how} the goal: at most {ESCALATION_RATIO:g}x the escalations of the "
+                f"route without cascade at {render_threshold(b.min_confidence):g} ({100 * b.escalated_share:.1f}%, "
+                f"{100 * b.accuracy:.2f}%), as accurate; cascade escalates {100 * c.point.escalated_share:.1f}%, "
+                f"{100 * c.point.accuracy:.2f}%; dev also calibrated the tiers")
 
 
 def dev_split(specialist: str, root: Path) -> Split:
@@ -114,13 +126,33 @@ def _choose(sim: Simulation, specialist_accuracy: float) -> tuple[SweepPoint, bo
     return min((p for p in sim.points if p.accuracy == best), key=lambda p: (p.cost_usd, p.min_confidence)), False
 
 
-def _choose_cascade(sim: Simulation, target: float) -> CascadeChoice:
-    chosen = choose_threshold(sim, target)
+def _choose_cascade(sim: Simulation, baseline: SweepPoint) -> CascadeChoice:
+    budget = ESCALATION_RATIO * baseline.escalated_share
+    meeting = [p for p in sim.grid if p.escalated_share <= budget and p.accuracy >= baseline.accuracy]
+    if meeting:
+        n = sim.evaluated
+
+        def margin(p: SweepPoint) -> tuple[float, float, tuple[float, ...]]:
+            # each side in its own binomial standard error on these n rows: an escalation share near
+            # 30% moves ~2.3x more between samples than an accuracy near 96%
+            e, a = p.escalated_share, p.accuracy
+            sides = ((budget - e) / math.sqrt(max(e * (1 - e), 1e-9) / n),
+                     (a - baseline.accuracy) / math.sqrt(max(a * (1 - a), 1e-9) / n))
+            return (min(sides), -p.cost_usd, p.thresholds)
+
+        return CascadeChoice(baseline, max(meeting, key=margin), True)
+    chosen = choose_threshold(sim, baseline.accuracy)
     if chosen is not None:
-        return CascadeChoice(target, chosen, True)
+        return CascadeChoice(baseline, chosen, False)
     best = max(p.accuracy for p in sim.grid)
-    return CascadeChoice(target, min((p for p in sim.grid if p.accuracy == best),
-                                     key=lambda p: (p.cost_usd, p.escalated_share, p.thresholds)), False)
+    return CascadeChoice(baseline, min((p for p in sim.grid if p.accuracy == best),
+                                       key=lambda p: (p.cost_usd, p.escalated_share, p.thresholds)), False)
+
+
+def _baseline(sim: Simulation, route: str, default: SweepPoint) -> SweepPoint:
+    """The flat route at its `CASCADE_BASELINE` threshold (a swept point), else at its own default."""
+    t = CASCADE_BASELINE.get(route)
+    return next((p for p in sim.points if t is not None and abs(p.min_confidence - t) < 1e-9), default)
 
 
 def _without_cascades(text: str) -> str:
@@ -142,7 +174,7 @@ def choose_defaults(policy_path: Path, data_root: Path, specialists_dir: Path,
     choices = []
     with tempfile.TemporaryDirectory(prefix="router-defaults-") as tmp:
         # Tier 1 is chosen as if the route had no cascade (the TF-IDF specialist against the
-        # foundation model); that route's dev accuracy is then the target of a cascade's joint tune.
+        # foundation model); the cascade is then tuned against that route at its `CASCADE_BASELINE`.
         flat = Path(tmp) / "policy.yaml"
         flat.write_text(_without_cascades(policy_path.read_text(encoding="utf-8")), encoding="utf-8")
         for name, route in policy.routes.items():
@@ -163,7 +195,7 @@ def choose_defaults(policy_path: Path, data_root: Path, specialists_dir: Path,
                 joint, _ = run_offline(OfflineRequest(policy_path=policy_path, route=name, data_path=data,
                                                       foundation_accuracy=foundation_accuracy, price_as=PRICE_AS,
                                                       sweep=SWEEP, specialists_dir=specialists_dir, grid=True))
-                cascade = _choose_cascade(joint, point.accuracy)
+                cascade = _choose_cascade(joint, _baseline(sim, name, point))
             choices.append(Choice(name, len(dev), alone, sim.all_foundation.accuracy, point, met, cascade))
     return choices
 

@@ -300,7 +300,9 @@ def simulate_cascade(
     gates = route.tiers()
     if len(specialists) != len(gates):
         raise SimulationError("one specialist per cascade tier is needed")
-    per_tier = [predict_all(s, data.texts) for s in specialists]
+    per_tier = [predict_all(specialists[0], data.texts)]
+    for s in specialists[1:]:  # each further tier sees the answers of the one before (a fitted blend uses them)
+        per_tier.append(s.follow(per_tier[-1], predict_all(s, data.texts)))
     if len(outcomes.correct) != len(data.texts):
         raise SimulationError("predictions, outcomes and data differ in length")
     keep = ~np.isnan(outcomes.correct)

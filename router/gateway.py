@@ -166,9 +166,11 @@ class Gateway:
         return preds, cpu * self._cpu_usd_per_s / max(1, len(texts))
 
     async def run_tier(
-        self, route_name: str, tier: int, specialist: Specialist, texts: Sequence[str]
+        self, route_name: str, tier: int, specialist: Specialist, texts: Sequence[str],
+        previous: Sequence[Prediction | None],
     ) -> tuple[list[Prediction] | None, float]:
-        """Run cascade tier `tier` (0-based, >= 1) over the inputs the previous tier was unsure of.
+        """Run cascade tier `tier` (0-based, >= 1) over the inputs the previous tier was unsure of
+        (`previous`: that tier's answers, which a tier with a fitted blend combines with its own).
 
         Always off the event loop, in a pool of `cascade_threads` threads (created on first use): a
         transformer tier takes milliseconds per text, and a burst of unsure inputs must not stall
@@ -181,7 +183,7 @@ class Gateway:
         self.metrics.tier_inputs(route_name, label, len(texts))
         try:
             loop = asyncio.get_running_loop()
-            preds, cpu = await loop.run_in_executor(self._cascade_pool, _predict_timed, specialist, texts)
+            preds, cpu = await loop.run_in_executor(self._cascade_pool, _predict_timed, specialist, texts, previous)
         except InferenceError:
             log.warning("specialist %s (tier %s) failed on route %s", specialist.name, label, route_name)
             self.metrics.specialist_errors.labels(route_name).inc()
@@ -299,7 +301,8 @@ class Gateway:
         while unsure:  # the cascade: each further tier runs once over this batch's unsure inputs
             tier += 1
             spec = tiers[tier]
-            tier_preds, tier_cost = await self.run_tier(route_name, tier, spec, [texts[i] for i, _ in unsure])
+            tier_preds, tier_cost = await self.run_tier(route_name, tier, spec, [texts[i] for i, _ in unsure],
+                                                        [prev for _, prev in unsure])
             still: list[tuple[int, Prediction | None]] = []
             for j, (i, prev) in enumerate(unsure):
                 pred = tier_preds[j] if tier_preds is not None else None
@@ -509,7 +512,10 @@ class Gateway:
         )
 
 
-def _predict_timed(specialist: Specialist, texts: Sequence[str]) -> tuple[list[Prediction], float]:
+def _predict_timed(specialist: Specialist, texts: Sequence[str],
+                   previous: Sequence[Prediction | None] | None = None) -> tuple[list[Prediction], float]:
     c0 = time.thread_time()
     preds = specialist.predict(texts)
+    if previous is not None:
+        preds = specialist.follow(previous, preds)
     return preds, time.thread_time() - c0

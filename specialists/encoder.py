@@ -20,6 +20,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from specialists.blend import Blend
 from specialists.errors import ArtifactError, InferenceError
 from specialists.manifest import MODEL_FILE, TOKENIZER_FILE, verify_sha256
 from specialists.runtime import Prediction, Specialist, _session
@@ -59,6 +60,7 @@ class EncoderSpecialist(Specialist):
         self._per_text = str(m.raw.get("export", {}).get("chosen", "fp32")) == "int8"
         self._lock = threading.Lock()
         self._encoder: ort.InferenceSession | None = None
+        self.blend: Blend | None = Blend.from_manifest(m.raw, len(self.classes))
 
     @property
     def loaded(self) -> bool:
@@ -135,3 +137,20 @@ class EncoderSpecialist(Specialist):
             probs[rows] = self._run_ids([encoded[i][0] for i in rows])
             start = stop
         return [self._prediction(row, enc[1]) for row, enc in zip(probs.tolist(), encoded)]
+
+    def follow(self, previous: Sequence[Prediction | None], preds: list[Prediction]) -> list[Prediction]:
+        """Blend each answer with the previous tier's when that is the sibling version the weights
+        were fitted with; otherwise (another specialist or version, or none) this tier answers alone."""
+        blend = self.blend
+        if blend is None:
+            return preds
+        out: list[Prediction] = []
+        for prev, pred in zip(previous, preds, strict=True):
+            if prev is None or not blend.applies(prev.specialist, prev.version):
+                out.append(pred)
+                continue
+            row = blend.combine([prev.probabilities.get(c, 0.0) for c in self.classes],
+                                [pred.probabilities[c] for c in self.classes])
+            out.append(self._prediction(row, pred.novelty))
+        return out
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from specialists.tokenizer import Featurizer
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BUNDLED_DIR", "Prediction", "Specialist", "SpecialistSet", "load_specialists", "open_specialist"]
 
@@ -150,6 +153,14 @@ class Specialist:
             version=self.version,
         )
 
+    def follow(self, previous: Sequence[Prediction | None], preds: list[Prediction]) -> list[Prediction]:
+        """This tier's answers given the previous cascade tier's for the same inputs.
+
+        A tf-idf specialist answers alone: ``preds`` unchanged. A tier-2 specialist with a fitted
+        ``blend`` combines its probabilities with its sibling's (:mod:`specialists.blend`).
+        """
+        return preds
+
     def _scores(self, text: str) -> tuple[list[float], float]:
         """Probabilities (class order) and novelty of one text, without the LRU."""
         ids, weights, novelty = self._featurizer.featurize(text, self.max_chars)
@@ -235,6 +246,12 @@ class SpecialistSet:
             if spec.name in self._by_name:
                 raise ArtifactError(f"duplicate specialist name {spec.name!r}")
             self._by_name[spec.name] = spec
+        for spec in self._by_name.values():
+            blend = getattr(spec, "blend", None)
+            sibling = self._by_name.get(blend.sibling) if blend is not None else None
+            if blend is not None and sibling is not None and sibling.version != blend.sibling_version:
+                log.warning("specialist %s: its blend was fitted with %s %s, loaded is %s: it answers unblended",
+                            spec.name, blend.sibling, blend.sibling_version, sibling.version)
 
     @classmethod
     def load(

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 
-__all__ = ["ACCURACY_LEVELS", "coverage_at", "ece", "fit_temperature", "threshold_for"]
+__all__ = ["ACCURACY_LEVELS", "coverage_at", "ece", "fit_blend", "fit_temperature", "threshold_for"]
 
 ACCURACY_LEVELS = ("0.90", "0.95", "0.98", "0.99")
 F64 = npt.NDArray[np.float64]
@@ -31,6 +31,28 @@ def fit_temperature(logits: F64, y: npt.NDArray[np.int64], sample_weight: F64 | 
     )
     # rounded so the value is short, stable across platforms and exactly representable in the graph
     return float(np.float32(round(math.exp(float(res.x)), 5)))
+
+
+def fit_blend(sibling: F64, own: F64, y: npt.NDArray[np.int64]) -> tuple[float, float, list[float]]:
+    """Weights and per-class biases of ``softmax(a * log p_sibling + b * log p_own + c)`` minimising the
+    negative log-likelihood on (sibling, own, y): the tier-2 blend of :mod:`specialists.blend`.
+
+    Rounded like the temperature (short, stable values); the first class's bias is fixed at 0.
+    """
+    from specialists.blend import EPS
+
+    ls, lo = np.log(np.clip(sibling, EPS, 1.0)), np.log(np.clip(own, EPS, 1.0))
+    k = sibling.shape[1]
+
+    def nll(x: F64) -> float:
+        z = x[0] * ls + x[1] * lo + np.concatenate([[0.0], x[2:]])
+        z = z - z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
+
+    res = minimize(nll, np.array([0.0, 1.0, *([0.0] * (k - 1))]), method="L-BFGS-B",
+                   bounds=[(-10.0, 10.0)] * 2 + [(-20.0, 20.0)] * (k - 1))
+    x = [round(float(v), 5) for v in res.x]
+    return x[0], x[1], [0.0, *x[2:]]
 
 
 def ece(confidence: F64, correct: npt.NDArray[np.bool_], n_bins: int = 15) -> float:

@@ -41,6 +41,7 @@ def _model_lines(m: dict[str, Any]) -> list[str]:
                 "intra-op thread; no torch. The session is created on first use."
             ),
             f"- **Tier-1 sibling:** `{m['sibling']}` (this model answers what the sibling is unsure of).",
+            *_blend_lines(m.get("blend")),
         ]
     return [
         (
@@ -66,6 +67,18 @@ def _model_lines(m: dict[str, Any]) -> list[str]:
     ]
 
 
+def _blend_lines(blend: dict[str, Any] | None) -> list[str]:
+    if not blend:
+        return []
+    bias = ", ".join(f"{b:g}" for b in blend["bias"])
+    return [(
+        f"- **Blend with the sibling** (`specialists/blend.py`): in a cascade after `{blend['sibling']}` "
+        f"{blend['sibling_version']}, the answer is softmax({blend['w_sibling']:g} × log p_sibling + "
+        f"{blend['w_self']:g} × log p_this + [{bias}]), fitted on {blend['fitted_on']}. After another "
+        "specialist or another version of the sibling, this model answers alone."
+    )]
+
+
 def _sibling_lines(vs: dict[str, Any] | None) -> list[str]:
     if not vs:
         return []
@@ -86,9 +99,12 @@ def _sibling_lines(vs: dict[str, Any] | None) -> list[str]:
         f"{_pct(sel['accuracy_when_accepted'])} |"
         for name, acc, sel in rows
     ]
+    if vs.get("blended"):
+        lines.append(f"| this model blended with the sibling (all rows) | {_pct(vs['blended_accuracy'])} | - | - | - |")
+    tier2 = "this blended" if vs.get("blended") else "this"
     lines += [
         (
-            f"| cascade (sibling ≥ {cas['thresholds'][0]}, else this ≥ {cas['thresholds'][1]}) | - | - | "
+            f"| cascade (sibling ≥ {cas['thresholds'][0]}, else {tier2} ≥ {cas['thresholds'][1]}) | - | - | "
             f"{_pct(1 - cas['escalated_share'])} (tier 1 {_pct(cas['tier1_share'])}, tier 2 "
             f"{_pct(cas['tier2_share'])}) | {_pct(cas['accuracy_when_answered'])} |"
         ),

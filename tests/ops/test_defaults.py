@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.defaults import DEFAULT_POLICY, choose_defaults, main
+from ops.defaults import CASCADE_BASELINE, DEFAULT_POLICY, ESCALATION_RATIO, choose_defaults, main
 from router.policy import ClassifyRoute, load_policy
 from tests.conftest import ROOT, SHARED_DATA, requires_shared_data
 
@@ -33,13 +33,17 @@ def test_committed_thresholds_are_the_chosen_ones() -> None:
         assert c.point.accuracy >= target - 1e-12 or not c.met
 
 
-def test_the_sentiment_cascade_is_tuned_jointly_against_the_tfidf_route_at_its_default() -> None:
+def test_the_sentiment_cascade_meets_its_goal_on_dev() -> None:
+    """Issue 18's goal, on dev: at most half the escalations of the TF-IDF-only route at its
+    baseline threshold, at least as accurate, and the widest margin among the pairs meeting both."""
     (c,) = [c for c in choose_defaults(DEFAULT_POLICY, SHARED_DATA, BUNDLED) if c.route == "sentiment"]
     assert c.cascade is not None and c.cascade.met
-    assert c.cascade.target == c.point.accuracy  # the TF-IDF-only route at its default, on dev
-    assert c.cascade.point.accuracy >= c.cascade.target - 1e-12
+    base, point = c.cascade.baseline, c.cascade.point
+    assert base.min_confidence == pytest.approx(CASCADE_BASELINE["sentiment"])
+    assert point.escalated_share <= ESCALATION_RATIO * base.escalated_share
+    assert point.accuracy >= base.accuracy
     assert len(c.thresholds) == 2
-    assert c.cascade.point.cost_usd <= c.point.cost_usd  # never dearer than the route without its cascade
+    assert point.cost_usd < base.cost_usd
 
 
 def test_write_then_check_round_trip(tmp_path: Path) -> None:

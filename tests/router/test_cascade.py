@@ -195,24 +195,37 @@ async def test_a_batch_mixing_all_three_tiers_runs_each_tier_once(
 async def test_the_default_policy_cascade_runs_the_bundled_tier2(cascade: Cascade, upstream: Upstream,
                                                                  specs: Any) -> None:
     """default.yaml as shipped: `sentiment` -> `sentiment_minilm` -> `cheap`, thresholds read from the
-    policy (whatever `tune` chose), every input's path predicted from the two models' confidences."""
+    policy (whatever `tune` chose), every input's path predicted from the two models' confidences,
+    tier 2's blended with tier 1's as its manifest's `blend` says."""
     client = await cascade.client()
     route = client.app.state.gateway.policy.policy.routes["sentiment"]
     assert [t.specialist for t in route.tiers()] == ["sentiment", "sentiment_minilm"]
     (g1, g2) = route.tiers()
     marked = [f"{t} [[label:positive]]" for t in POOL]
-    want = []
+    tier2 = specs["sentiment_minilm"]
+    assert tier2.blend is not None and tier2.blend.applies("sentiment", specs["sentiment"].version)
+    want, confidence = [], []
     for t in marked:
-        p1, p2 = specs["sentiment"].predict_one(t), specs["sentiment_minilm"].predict_one(t)
+        p1 = specs["sentiment"].predict_one(t)
+        alone = tier2.predict_one(t)
+        (p2,) = tier2.follow([p1], [alone])
+        assert p2.confidence != pytest.approx(alone.confidence, abs=1e-6)  # the blend moved it
         if p1.confidence >= g1.min_confidence and p1.novelty <= g1.max_novelty:
             want.append(("specialist", 1, p1.label))
+            confidence.append(p1.confidence)
         elif p2.confidence >= g2.min_confidence and p2.novelty <= g2.max_novelty:
             want.append(("specialist", 2, p2.label))
+            confidence.append(p2.confidence)
         else:
             want.append(("foundation", 2, "positive"))
+            confidence.append(None)
     r = await client.post("/v1/classify", json={"task": "sentiment", "input": marked})
     assert r.status_code == 200, r.text
-    assert [(o["path"], o["tier"], o["label"]) for o in r.json()["results"]] == want
+    got = r.json()["results"]
+    assert [(o["path"], o["tier"], o["label"]) for o in got] == want
+    for o, c in zip(got, confidence, strict=True):
+        if c is not None:
+            assert o["confidence"] == pytest.approx(c, abs=1e-5)
     n1 = sum(w[1] == 1 for w in want)
     n2 = sum(w[:2] == ("specialist", 2) for w in want)
     cascade.assert_tiers(inputs=(len(marked), len(marked) - n1), answers=(n1, n2),
