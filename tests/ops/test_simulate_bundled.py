@@ -52,23 +52,36 @@ def test_simulate_and_tune_every_bundled_route(route: str, tmp_path: Path) -> No
 
 
 # The shipped `sentiment` cascade thresholds are chosen jointly by `ops.defaults` (both tiers at
-# once, on SST-2 dev, against the TF-IDF-only route at its default); `tune` without
-# `--last-tier-only` is the same grid search, so an operator re-running it with that target and the
-# same foundation assumption must land on what ships.
-SENTIMENT_CASCADE_TUNE = ["tune", "--route", "sentiment", "--data", "sst2/dev.jsonl",
-                          "--foundation-accuracy", str(FOUNDATION_ACCURACY), "--price-as", PRICE_AS]
+# once, on SST-2 dev, for the cascade's goal against the TF-IDF-only route at its baseline). `tune`
+# without `--last-tier-only` runs the same grid for the cheapest pair reaching a target accuracy: an
+# operator giving it the baseline's accuracy must get a pair that reaches it and escalates no more
+# than what ships (ops.defaults spends part of that slack on margin), and `simulate` must report the
+# shipped pair as ops.defaults measured it.
+SENTIMENT_CASCADE = ["--route", "sentiment", "--data", "sst2/dev.jsonl",
+                     "--foundation-accuracy", str(FOUNDATION_ACCURACY), "--price-as", PRICE_AS]
 
 
-def test_the_shipped_cascade_thresholds_are_what_tune_chooses_on_dev(tmp_path: Path) -> None:
+def _dev_point(policy: Path, tmp_path: Path) -> dict[str, float]:
+    out = tmp_path / f"{policy.stem}.json"
+    args = [str(SHARED_DATA / a) if a.endswith(".jsonl") else a for a in SENTIMENT_CASCADE]
+    assert run(["simulate", *args, "--policy", str(policy), "--json", str(out)]) == 0
+    point: dict[str, float] = orjson.loads(out.read_bytes())["policy"]
+    return point
+
+
+def test_tune_reaches_the_cascade_baseline_no_dearer_than_what_ships(tmp_path: Path) -> None:
     (choice,) = [c for c in choose_defaults(DEFAULT_POLICY, SHARED_DATA, ROOT / "specialists" / "bundled")
                  if c.route == "sentiment"]
     assert choice.cascade is not None
-    policy = tmp_path / "policy.yaml"
+    shipped = _dev_point(DEFAULT_POLICY, tmp_path)
+    assert shipped["escalated_share"] == pytest.approx(choice.cascade.point.escalated_share)
+    assert shipped["accuracy"] == pytest.approx(choice.cascade.point.accuracy)
+    policy = tmp_path / "tuned.yaml"
     shutil.copy(DEFAULT_POLICY, policy)
-    args = [str(SHARED_DATA / a) if a.endswith(".jsonl") else a for a in SENTIMENT_CASCADE_TUNE]
-    assert run([*args, "--target-accuracy", repr(choice.cascade.target), "--policy", str(policy), "--write"]) == 0
-    shipped = load_policy(DEFAULT_POLICY).policy.routes["sentiment"]
-    tuned = load_policy(policy).policy.routes["sentiment"]
-    assert [(t.specialist, t.min_confidence) for t in tuned.tiers()] == [
-        (t.specialist, t.min_confidence) for t in shipped.tiers()]
-    assert len(shipped.tiers()) == 2
+    args = [str(SHARED_DATA / a) if a.endswith(".jsonl") else a for a in SENTIMENT_CASCADE]
+    target = choice.cascade.baseline.accuracy
+    assert run(["tune", *args, "--target-accuracy", repr(target), "--policy", str(policy), "--write"]) == 0
+    tuned = _dev_point(policy, tmp_path)
+    assert len(load_policy(policy).policy.routes["sentiment"].tiers()) == 2
+    assert tuned["accuracy"] >= target - 1e-12
+    assert tuned["escalated_share"] <= shipped["escalated_share"]
