@@ -23,11 +23,11 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper
 
+from specialists.blend import Blend
 from specialists.encoder import EncoderSpecialist
 from specialists.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, sha256_hex
 from specialists.runtime import Specialist
 from specialists.training import evaluate
-from specialists.blend import Blend
 from specialists.training.calibrate import fit_blend, fit_temperature, threshold_for
 from specialists.training.data import Split
 from specialists.training.finetune import (

@@ -104,19 +104,27 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _versus(specs: SpecialistSet, rows: dict[str, dict[str, Any]]) -> str:
-    """Each tier-2 specialist against its tier-1 (tf-idf) sibling, both measured here."""
+def _versus(specs: SpecialistSet, rows: dict[str, dict[str, Any]], tests: dict[str, Any]) -> str:
+    """Each tier-2 specialist against its tier-1 (tf-idf) sibling, both measured here (and, with a
+    fitted blend, the tier-2 answer blended with the sibling's, as a cascade serves it)."""
     lines = []
     for name, m in rows.items():
         sibling = specs[name].manifest.raw.get("sibling")
         if not sibling or sibling not in rows:
             continue
         s = rows[sibling]
-        lines.append(
+        line = (
             f"{name} (tier 2) vs {sibling} (tier 1): accuracy {m['accuracy']:.4f} vs {s['accuracy']:.4f}, "
             f"ECE {m['ece']:.4f} vs {s['ece']:.4f}, coverage at 95% accuracy {m['risk_coverage']['0.95']} vs "
             f"{s['risk_coverage']['0.95']}, p50 {m['latency_p50_us']} vs {s['latency_p50_us']} µs"
         )
+        if getattr(specs[name], "blend", None) is not None:
+            test = tests[name]
+            blended = specs[name].follow(specs[sibling].predict(test.texts), specs[name].predict(test.texts))
+            acc = sum(p.label == y for p, y in zip(blended, test.labels)) / len(test.labels)
+            m["blended_accuracy"] = acc
+            line += f"; blended with {sibling} (as the cascade serves it): accuracy {acc:.4f}"
+        lines.append(line)
     return ("\n\n" + "\n".join(lines)) if lines else ""
 
 
@@ -125,14 +133,15 @@ def evaluate_dir(directory: Path, data_root: Path, out: Path) -> dict[str, dict[
     out.mkdir(parents=True, exist_ok=True)
     specs = SpecialistSet.load(directory)
     rows: dict[str, dict[str, Any]] = {}
+    tests: dict[str, Any] = {}
     for name in specs.names:
         spec = specs[name]
         test = _test_split(spec, data_root)
         if test is None:
             print(f"{name}: no test split found (data root {data_root}); skipped")
             continue
-        rows[name] = _row(spec, test, out)
-    table = format_table(rows) + _versus(specs, rows)
+        rows[name], tests[name] = _row(spec, test, out), test
+    table = format_table(rows) + _versus(specs, rows, tests)
     print(table)
     for name, m in rows.items():
         if "oos" in m:

@@ -38,6 +38,9 @@ def test_eval_reports_every_bundled_specialist(tmp_path: Path, capsys: pytest.Ca
         sibling = specs[name].manifest.raw.get("sibling")
         if sibling:  # a tier-2 specialist is shown against its tf-idf sibling
             assert f"{name} (tier 2) vs {sibling} (tier 1): accuracy" in printed
+            if getattr(specs[name], "blend", None) is not None:  # and blended, as its cascade serves it
+                recorded = specs[name].manifest.metrics["vs_sibling"]["blended_accuracy"]
+                assert f"blended with {sibling} (as the cascade serves it): accuracy {recorded:.4f}" in printed
     for name in specs:
         assert name in printed
         for kind in ("reliability", "risk_coverage"):
