@@ -21,14 +21,20 @@ def _model_lines(m: dict[str, Any]) -> list[str]:
             f"{v['bytes'] / 1e6:.1f} MB"
             for k, v in exp["variants"].items()
         )
+        how = (
+            f"- **Model:** {base['name']} ({base['license']}; {base['from']}), its weights unchanged (frozen), "
+            f"mean pooling and a linear head fitted as a multinomial logistic regression (C={cfg['head_c']}) "
+            f"on the train split's embeddings, max {cfg['max_tokens']} tokens, seed {cfg['seed']} (dev accuracy "
+            f"{_pct(tr['dev_accuracy'])} in torch; {tr['train_seconds']} s with torch {tr['torch']} on the CPU)."
+        ) if cfg.get("frozen") else (
+            f"- **Model:** {base['name']} ({base['license']}; {base['from']}) fine-tuned with mean pooling and "
+            f"a linear head: {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']} (head "
+            f"{cfg['head_lr']}), warm-up {cfg['warmup']}, weight decay {cfg['weight_decay']}, max "
+            f"{cfg['max_tokens']} tokens, seed {cfg['seed']}; best epoch on dev: {tr['best_epoch']} "
+            f"(training {tr['train_seconds']} s with torch {tr['torch']} on the CPU)."
+        )
         return [
-            (
-                f"- **Model:** {base['name']} ({base['license']}; {base['from']}) fine-tuned with mean pooling and "
-                f"a linear head: {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']} (head "
-                f"{cfg['head_lr']}), warm-up {cfg['warmup']}, weight decay {cfg['weight_decay']}, max "
-                f"{cfg['max_tokens']} tokens, seed {cfg['seed']}; best epoch on dev: {tr['best_epoch']} "
-                f"(training {tr['train_seconds']} s with torch {tr['torch']} on the CPU)."
-            ),
+            how,
             (
                 f"- **Export:** ONNX opset {m['opset']}, **{exp['chosen']}** ({exp['rule']}; {variants}; int8 and "
                 f"fp32 agree on {_pct(exp['dev_label_agreement_int8_fp32'])} of dev labels). Temperature "
@@ -70,11 +76,12 @@ def _model_lines(m: dict[str, Any]) -> list[str]:
 def _blend_lines(blend: dict[str, Any] | None) -> list[str]:
     if not blend:
         return []
-    bias = ", ".join(f"{b:g}" for b in blend["bias"])
+    bias = ("[" + ", ".join(f"{b:g}" for b in blend["bias"]) + "]" if len(blend["bias"]) <= 4
+            else f"a bias per class ({len(blend['bias'])}, in manifest.json)")
     return [(
         f"- **Blend with the sibling** (`specialists/blend.py`): in a cascade after `{blend['sibling']}` "
         f"{blend['sibling_version']}, the answer is softmax({blend['w_sibling']:g} × log p_sibling + "
-        f"{blend['w_self']:g} × log p_this + [{bias}]), fitted on {blend['fitted_on']}. After another "
+        f"{blend['w_self']:g} × log p_this + {bias}), fitted on {blend['fitted_on']}. After another "
         "specialist or another version of the sibling, this model answers alone."
     )]
 

@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, type=Path)
     t.add_argument("--source-md", type=Path)
     t.add_argument("--char-ngrams", action="store_true", help="add char_wb 2-5 n-grams")
-    t.add_argument("--C", type=float, default=10.0)
+    t.add_argument("--C", type=float, help="regularisation: tf-idf model (default 10), frozen head (default 1)")
     t.add_argument("--no-speed", action="store_true", help="skip latency/throughput measurement")
     t.add_argument(
         "--kind",
@@ -39,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
         help="tfidf (tier 1, default) or transformer (tier 2: fine-tunes all-MiniLM-L6-v2; needs --dev "
         "and the training extra: pip install torch==2.13.0, see README)",
     )
-    t.add_argument("--sibling", type=Path, help="transformer: the tf-idf specialist of the same task, to compare")
+    t.add_argument("--sibling", type=Path,
+                   help="transformer: the tf-idf specialist of the same task, to compare with and blend with")
+    t.add_argument("--frozen", action="store_true",
+                   help="transformer: keep the encoder's weights, fit a logistic-regression head on its embeddings "
+                        "(many classes: minutes instead of epochs of fine-tuning)")
     b = sub.add_parser("build", help="rebuild the bundled specialists")
     b.add_argument("--data-root", type=Path)
     b.add_argument("--only", nargs="+")
@@ -79,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
         }
     if args.kind == "transformer":
         return _train_transformer(args, load, source)
-    config = TrainConfig(char_ngram=(2, 5) if args.char_ngrams else None, C=args.C)
+    config = TrainConfig(char_ngram=(2, 5) if args.char_ngrams else None, C=10.0 if args.C is None else args.C)
     job = Job(
         name=args.name,
         config=config,
@@ -110,7 +114,7 @@ def _train_transformer(args: argparse.Namespace, load: Any, source: dict[str, An
     job = EncoderJob(
         name=args.name,
         sibling=args.sibling.name if args.sibling else "",
-        config=FinetuneConfig(),
+        config=FinetuneConfig(frozen=args.frozen, head_c=1.0 if args.C is None else args.C),
         train=train,
         dev=load(args.dev),
         test=load(args.test),

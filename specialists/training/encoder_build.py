@@ -165,6 +165,14 @@ def _selective(probs: np.ndarray, correct: np.ndarray, threshold: float) -> dict
     }
 
 
+def _sibling_oos(sibling_dir: Path | None) -> str | None:
+    """The sibling's out-of-scope label (the same task, the same classes), if any."""
+    if sibling_dir is None or not (sibling_dir / MANIFEST_FILE).is_file():
+        return None
+    oos = json.loads((sibling_dir / MANIFEST_FILE).read_text(encoding="utf-8")).get("oos_label")
+    return None if oos is None else str(oos)
+
+
 def _aligned(sibling: Specialist, texts: list[str], classes: list[str]) -> np.ndarray:
     """The sibling's probabilities over `texts`, columns in this model's class order."""
     return evaluate.probabilities(sibling, texts)[:, [sibling.classes.index(c) for c in classes]]
@@ -262,7 +270,7 @@ def build_encoder(
         "version": sha[MODEL_FILE][:16],
         "sha256": sha,
         "classes": list(job.classes),
-        "oos_label": None,
+        "oos_label": _sibling_oos(sibling_dir),
         "input": {
             "max_chars": MAX_CHARS,
             "max_tokens": cfg.max_tokens,

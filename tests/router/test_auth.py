@@ -43,6 +43,11 @@ def escalate_all(doc: Any) -> None:
         doc["routes"][route]["min_confidence"] = 1.0
 
 
+def answer_positive(doc: Any) -> None:
+    """The tf-idf `sentiment` answers POSITIVE (0.97) itself, whatever threshold the policy ships."""
+    doc["routes"]["sentiment"]["min_confidence"] = 0.9
+
+
 @pytest.fixture
 def keys_env(tmp_path: Path) -> dict[str, str | None]:
     """Environment for `hybrid-router keys` against a keys file (no Redis)."""
@@ -84,7 +89,7 @@ async def test_missing_wrong_and_unknown_keys_get_401_with_www_authenticate(
 ) -> None:
     key = keys_cli(keys_env, "create", "--name", "team-a")
     assert key.startswith("hr-") and len(key) == 35
-    client = client_for(auth_settings(edit=lambda doc: None))
+    client = client_for(auth_settings(edit=answer_positive))
     body = {"task": "sentiment", "input": POSITIVE}
     cases = {
         "missing_api_key": {},
@@ -112,7 +117,7 @@ def test_a_revoked_key_is_refused_within_the_refresh_interval(
     auth_settings: Callable[..., Settings], keys_env: dict[str, str | None],
 ) -> None:
     key = keys_cli(keys_env, "create", "--name", "team-a")
-    server = ServerThread(create_app(auth_settings(edit=lambda doc: None))).start()
+    server = ServerThread(create_app(auth_settings(edit=answer_positive))).start()
     try:
         body = {"task": "sentiment", "input": POSITIVE}
         assert httpx.post(server.url + "/v1/classify", json=body, headers=bearer(key)).status_code == 200
@@ -168,7 +173,7 @@ async def test_over_the_request_rate_gets_429_with_retry_after(
 ) -> None:
     key = keys_cli(keys_env, "create", "--name", "team-a", "--rpm", "3")
     other = keys_cli(keys_env, "create", "--name", "team-b", "--rpm", "3")
-    client = client_for(auth_settings(edit=lambda doc: None))
+    client = client_for(auth_settings(edit=answer_positive))
     body = {"task": "sentiment", "input": POSITIVE}
     for _ in range(3):
         assert (await client.post("/v1/classify", json=body, headers=bearer(key))).status_code == 200
@@ -251,7 +256,7 @@ async def test_metrics_token_protects_metrics(
 
 @pytest.fixture
 def served(auth_settings: Callable[..., Settings]) -> Iterator[ServerThread]:
-    server = ServerThread(create_app(auth_settings(edit=lambda doc: None))).start()
+    server = ServerThread(create_app(auth_settings(edit=answer_positive))).start()
     yield server
     server.stop()
 
@@ -367,7 +372,7 @@ async def test_the_access_line_names_the_key_and_never_shows_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     key = keys_cli(keys_env, "create", "--name", "team-a")
-    client = client_for(auth_settings(edit=lambda doc: None))
+    client = client_for(auth_settings(edit=answer_positive))
     with caplog.at_level(logging.INFO, logger="router.access"):
         ok = await client.post("/v1/classify", json={"task": "sentiment", "input": POSITIVE},
                                headers={**bearer(key), "x-request-id": "keyed-1"})

@@ -192,34 +192,57 @@ async def test_a_batch_mixing_all_three_tiers_runs_each_tier_once(
     cascade.assert_tiers(inputs=(3, 2), answers=(1, 1), tier2_runs=1)
 
 
-async def test_the_default_policy_cascade_runs_the_bundled_tier2(cascade: Cascade, upstream: Upstream,
-                                                                 specs: Any) -> None:
-    """default.yaml as shipped: `sentiment` -> `sentiment_minilm` -> `cheap`, thresholds read from the
-    policy (whatever `tune` chose), every input's path predicted from the two models' confidences,
-    tier 2's blended with tier 1's as its manifest's `blend` says."""
+INTENT_POOL = [
+    "what is the weather like in paris tomorrow",
+    "please transfer 200 dollars from checking to savings",
+    "how do i say thank you in japanese",
+    "set an alarm for six thirty in the morning",
+    "can you find my phone",
+    "i want to book a table for two at an italian place",
+    "what's my credit score looking like",
+    "tell me something funny about penguins",
+]
+
+
+@pytest.mark.parametrize(("route_name", "tier2_name", "pool", "foundation_label"), [
+    ("sentiment", "sentiment_minilm", POOL, "positive"),
+    ("intent", "intent_minilm", INTENT_POOL, "weather"),
+])
+async def test_the_default_policy_cascade_runs_the_bundled_tier2(
+    cascade: Cascade, upstream: Upstream, specs: Any, route_name: str, tier2_name: str, pool: list[str],
+    foundation_label: str,
+) -> None:
+    """default.yaml as shipped: `route` -> its bundled tier 2 -> `cheap`, thresholds read from the
+    policy (whatever `ops.defaults` chose), every input's path predicted from the two models'
+    confidences, tier 2's blended with tier 1's as its manifest's `blend` says."""
     client = await cascade.client()
-    route = client.app.state.gateway.policy.policy.routes["sentiment"]
-    assert [t.specialist for t in route.tiers()] == ["sentiment", "sentiment_minilm"]
+    route = client.app.state.gateway.policy.policy.routes[route_name]
+    assert [t.specialist for t in route.tiers()] == [route_name, tier2_name]
     (g1, g2) = route.tiers()
-    marked = [f"{t} [[label:positive]]" for t in POOL]
-    tier2 = specs["sentiment_minilm"]
-    assert tier2.blend is not None and tier2.blend.applies("sentiment", specs["sentiment"].version)
+    marked = [f"{t} [[label:{foundation_label}]]" for t in pool]
+    tier2 = specs[tier2_name]
+    assert tier2.blend is not None and tier2.blend.applies(route_name, specs[route_name].version)
     want, confidence = [], []
     for t in marked:
-        p1 = specs["sentiment"].predict_one(t)
+        p1 = specs[route_name].predict_one(t)
         alone = tier2.predict_one(t)
         (p2,) = tier2.follow([p1], [alone])
         assert p2.confidence != pytest.approx(alone.confidence, abs=1e-6)  # the blend moved it
-        if p1.confidence >= g1.min_confidence and p1.novelty <= g1.max_novelty:
+        stop = p1.label in route.escalate_labels  # e.g. out-of-scope: straight to the foundation model
+        if p1.confidence >= g1.min_confidence and p1.novelty <= g1.max_novelty and not stop:
             want.append(("specialist", 1, p1.label))
             confidence.append(p1.confidence)
-        elif p2.confidence >= g2.min_confidence and p2.novelty <= g2.max_novelty:
+        elif stop:
+            want.append(("foundation", 1, foundation_label))
+            confidence.append(None)
+        elif (p2.confidence >= g2.min_confidence and p2.novelty <= g2.max_novelty
+              and p2.label not in route.escalate_labels):
             want.append(("specialist", 2, p2.label))
             confidence.append(p2.confidence)
         else:
-            want.append(("foundation", 2, "positive"))
+            want.append(("foundation", 2, foundation_label))
             confidence.append(None)
-    r = await client.post("/v1/classify", json={"task": "sentiment", "input": marked})
+    r = await client.post("/v1/classify", json={"task": route_name, "input": marked})
     assert r.status_code == 200, r.text
     got = r.json()["results"]
     assert [(o["path"], o["tier"], o["label"]) for o in got] == want
@@ -227,10 +250,12 @@ async def test_the_default_policy_cascade_runs_the_bundled_tier2(cascade: Cascad
         if c is not None:
             assert o["confidence"] == pytest.approx(c, abs=1e-5)
     n1 = sum(w[1] == 1 for w in want)
+    n1_answers = sum(w[:2] == ("specialist", 1) for w in want)
     n2 = sum(w[:2] == ("specialist", 2) for w in want)
-    cascade.assert_tiers(inputs=(len(marked), len(marked) - n1), answers=(n1, n2),
+    cascade.assert_tiers(route_name, inputs=(len(marked), len(marked) - n1), answers=(n1_answers, n2),
                          tier2_runs=int(n1 < len(marked)))
-    assert len(upstream.received) == len(marked) - n1 - n2
+    assert len(upstream.received) == len(marked) - n1_answers - n2
+    assert n1 < len(marked), "no input reached tier 2: the pool no longer tests the cascade"
 
 
 async def test_tier2_runs_off_the_event_loop(cascade: Cascade, specs: Any) -> None:
