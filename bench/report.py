@@ -135,7 +135,8 @@ def render_markdown(r: dict[str, Any], json_name: str, command: str) -> str:
     ]
     for name, label in (("specialist_path", "specialist (/v1/classify)"),
                         ("bare_endpoint", "bare endpoint (same specialist)"),
-                        ("cache_hit_path", "cache hit (/v1/classify)")):
+                        ("cache_hit_path", "cache hit (/v1/classify)"),
+                        ("tier2_path", "tier 2: sentiment_minilm answers (/v1/classify)")):
         for c, s in (sc.get(name) or {}).items():
             lines.append(_fmt_series(f"{label} {c}", s))
     lines.append(_fmt_series("specialist (chat API) c8", _get(sc, "specialist_path_chat_api", "c8")))

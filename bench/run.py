@@ -27,7 +27,7 @@ from . import texts
 from .load import Series, ensure_wrk, measure, run_wrk, write_bodies
 from .machine import load_snapshot, machine_info, versions
 from .peer import PEER_VERSION, ensure_peer_venv, peer_versions, start_peer
-from .policy import CACHED_ALIAS, ESCALATE_ROUTE, FORWARD_ALIAS, SPECIALIST_ROUTE, write_policy
+from .policy import CACHED_ALIAS, ESCALATE_ROUTE, FORWARD_ALIAS, SPECIALIST_ROUTE, TIER2_ROUTE, write_policy
 from .profile import ensure_py_spy, start_record, summarise
 from .report import RESULTS_DIR
 from .servers import REPO, Cpus, Server, start_bare, start_gateway, start_redis, start_upstream
@@ -70,12 +70,15 @@ def _series(series: dict[str, Series]) -> dict[str, Any]:
     return {name: s.to_dict() for name, s in series.items()}
 
 
-def _check(client: httpx.Client, url: str, body: dict[str, object], path: str, expect: str) -> dict[str, str]:
+def _check(client: httpx.Client, url: str, body: dict[str, object], path: str, expect: str,
+           tier: str | None = None) -> dict[str, str]:
     r = client.post(url + path, json=body)
-    if r.status_code != 200 or r.headers.get("x-router-path") != expect:
-        raise RuntimeError(f"sanity check {path} expected path {expect!r}, got {r.status_code} "
-                           f"{r.headers.get('x-router-path')!r}: {r.text[:300]}")
-    return {"status": str(r.status_code), "x-router-path": expect}
+    if (r.status_code != 200 or r.headers.get("x-router-path") != expect
+            or (tier is not None and r.headers.get("x-router-tier") != tier)):
+        raise RuntimeError(f"sanity check {path} expected path {expect!r} (tier {tier}), got {r.status_code} "
+                           f"{r.headers.get('x-router-path')!r} (tier {r.headers.get('x-router-tier')}): "
+                           f"{r.text[:300]}")
+    return {"status": str(r.status_code), "x-router-path": expect, **({"x-router-tier": tier} if tier else {})}
 
 
 def _direct(cpus: Cpus, api_base: str, concurrency: int, opts: Options) -> Series:
@@ -159,6 +162,7 @@ def _scenarios(opts: Options, wrk: str, cpus: Cpus, work: Path, servers: list[Se
     bodies_spec = write_bodies(work / "specialist.jsonl", texts.classify_bodies(SPECIALIST_ROUTE))
     bodies_chat_spec = write_bodies(work / "chat-specialist.jsonl",
                                     [texts.chat_body(SPECIALIST_ROUTE, t) for t in texts.TEXTS])
+    bodies_tier2 = write_bodies(work / "tier2.jsonl", texts.classify_bodies(TIER2_ROUTE))
     bodies_hit = write_bodies(work / "cache-hit.jsonl", [texts.escalating_body(ESCALATE_ROUTE)])
     bodies_chat_hit = write_bodies(work / "chat-cache-hit.jsonl", [texts.chat_body(CACHED_ALIAS)])
     bodies_fwd = write_bodies(work / "forward.jsonl", [texts.chat_body(FORWARD_ALIAS)])
@@ -167,6 +171,8 @@ def _scenarios(opts: Options, wrk: str, cpus: Cpus, work: Path, servers: list[Se
         checks = {
             "specialist": _check(client, gateway.url, texts.classify_bodies(SPECIALIST_ROUTE)[0], "/v1/classify",
                                  "specialist"),
+            "tier2": _check(client, gateway.url, texts.classify_bodies(TIER2_ROUTE)[0], "/v1/classify",
+                            "specialist", tier="2"),
             "escalation_first": _check(client, gateway.url, texts.escalating_body(ESCALATE_ROUTE), "/v1/classify",
                                        "foundation"),
             "cache_hit": _check(client, gateway.url, texts.escalating_body(ESCALATE_ROUTE), "/v1/classify", "cache"),
@@ -210,6 +216,12 @@ def _scenarios(opts: Options, wrk: str, cpus: Cpus, work: Path, servers: list[Se
     out["rss_kib"]["bare_endpoint"] = bare.rss()
     bare.stop()
     servers.remove(bare)
+    _log("tier-2 path: every input answered by the transformer tier (c1, c8)")
+    before = scrape_stages(gateway.url)
+    scenarios["tier2_path"] = {f"c{c}": _series(measure({"gateway": gw_run(bodies_tier2, "/v1/classify", c)},
+                                                        opts.seconds, opts.repeats))["gateway"] for c in (1, 8)}
+    stages["tier2_path"] = stage_delta(before, scrape_stages(gateway.url))
+    out["rss_kib"]["gateway_after_tier2_load"] = gateway.rss()
     _log("specialist and cache-hit paths through the chat API (c8)")
     scenarios["specialist_path_chat_api"] = {"c8": _series(measure(
         {"gateway": gw_run(bodies_chat_spec, "/v1/chat/completions", 8)}, opts.seconds, opts.repeats))["gateway"]}
