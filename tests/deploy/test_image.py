@@ -68,7 +68,9 @@ def test_build_context_holds_what_the_image_copies_and_nothing_of_training() -> 
     data_like = re.compile(r"\.(csv|tsv|jsonl|parquet|arrow|npz|pkl|joblib|pt|bin)$|(^|/)\.env($|\.)|(^|/)data/")
     assert not [p for p in files if data_like.search(p)]
     size = sum((ROOT / p).stat().st_size for p in files)
-    assert size < 80 * 2**20, f"build context {size / 2**20:.1f} MiB"
+    # the bundled specialists are most of it: the tf-idf ones (~35 MiB) and two int8 tier-2 encoders
+    # (sentiment_minilm, intent_minilm: ~23 MB each); a stray dataset or checkpoint would blow this
+    assert size < 100 * 2**20, f"build context {size / 2**20:.1f} MiB"
 
 
 def test_every_copy_source_is_in_the_build_context() -> None:
