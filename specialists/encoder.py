@@ -153,4 +153,3 @@ class EncoderSpecialist(Specialist):
                                 [pred.probabilities[c] for c in self.classes])
             out.append(self._prediction(row, pred.novelty))
         return out
-
