@@ -90,26 +90,21 @@ def _rss(name: str, texts: list[str]) -> dict[str, float]:
             "added_mib": round((got["after"] - got["before"]) / 2**20, 1)}
 
 
-def _flat_policy(route: str, tmp: Path, threshold: float | None = None) -> Path:
-    """The default policy with `route` as the TF-IDF-only route at `threshold`, else at its
-    ops.defaults default."""
+def _flat_policy(route: str, tmp: Path, threshold: float) -> Path:
+    """The default policy with `route` as the TF-IDF-only route at `threshold`."""
     import io
 
     from ruamel.yaml import YAML
 
-    from ops.defaults import choose_defaults
     from ops.tune import render_threshold
 
-    policy = ROOT / "policies" / "default.yaml"
-    (choice,) = [c for c in choose_defaults(policy, DATA, ROOT / "specialists" / "bundled") if c.route == route]
     yaml = YAML()
-    doc = yaml.load(policy.read_text(encoding="utf-8"))
+    doc = yaml.load((ROOT / "policies" / "default.yaml").read_text(encoding="utf-8"))
     doc["routes"][route].pop("cascade", None)
-    alone = choice.point.min_confidence if threshold is None else threshold
-    doc["routes"][route]["min_confidence"] = render_threshold(alone)  # tier 1 alone
+    doc["routes"][route]["min_confidence"] = render_threshold(threshold)  # tier 1 alone
     buf = io.StringIO()
     yaml.dump(doc, buf)
-    out = tmp / f"flat-{alone:g}.yaml"
+    out = tmp / f"flat-{threshold:g}.yaml"
     out.write_text(buf.getvalue(), encoding="utf-8")
     return out
 
@@ -128,9 +123,11 @@ def _cascade(route: str, test_path: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-tier2-") as tmp:
-        from ops.defaults import CASCADE_BASELINE
+        from ops.defaults import CASCADE_BASELINE, choose_defaults
 
-        flat_policy = _flat_policy(route, Path(tmp))
+        policy = ROOT / "policies" / "default.yaml"
+        (choice,) = [c for c in choose_defaults(policy, DATA, ROOT / "specialists" / "bundled") if c.route == route]
+        flat_policy = _flat_policy(route, Path(tmp), choice.point.min_confidence)  # ops.defaults' tier 1 alone
         baseline = CASCADE_BASELINE.get(route)
         base_policy = _flat_policy(route, Path(tmp), baseline) if baseline is not None else None
         for fm in FOUNDATION_ACCURACIES:

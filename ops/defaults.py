@@ -74,10 +74,6 @@ class CascadeChoice:
     met: bool
     """Both sides of the goal met on dev (else the fallback's point)."""
 
-    @property
-    def budget(self) -> float:
-        return ESCALATION_RATIO * self.baseline.escalated_share
-
 
 @dataclass(frozen=True, slots=True)
 class Choice:

@@ -178,25 +178,26 @@ def _aligned(sibling: Specialist, texts: list[str], classes: list[str]) -> np.nd
     return evaluate.probabilities(sibling, texts)[:, [sibling.classes.index(c) for c in classes]]
 
 
-def _blended(spec: EncoderSpecialist, sibling: Specialist, texts: list[str]) -> np.ndarray:
-    """This model's answers blended with the sibling's, as the gateway computes them."""
-    preds = spec.follow(sibling.predict(texts), spec.predict(texts))
-    return np.array([[p.probabilities[c] for c in spec.classes] for p in preds], dtype=np.float64)
+def _blended(blend: Blend | None, sibling: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """This model's probabilities blended with the sibling's, row by row as `follow` does in serving."""
+    if blend is None:
+        return own
+    return np.array([blend.combine(a, b) for a, b in zip(sibling.tolist(), own.tolist())], dtype=np.float64)
 
 
-def _sibling_report(
-    job: EncoderJob, spec: EncoderSpecialist, sibling: Specialist, probs2: np.ndarray, t2: float, y: np.ndarray
-) -> dict[str, Any]:
+def _sibling_report(job: EncoderJob, blend: Blend | None, sibling: Specialist, probs1: np.ndarray,
+                    probs2: np.ndarray, dev1: np.ndarray, dev2: np.ndarray, t2: float, y: np.ndarray,
+                    ) -> dict[str, Any]:
     """Tier 2 against its tf-idf sibling on the test split, alone and as a cascade (blended, when
-    the model has a blend: the threshold of the blended tier is its dev point for 95% accuracy)."""
-    probs1 = _aligned(sibling, job.test.texts, job.classes)
+    the model has a blend: the threshold of the blended tier is its dev point for 95% accuracy).
+    `probs*` are test probabilities, `dev*` dev ones, 1 for the sibling and 2 for this model."""
     t1 = float(sibling.manifest.metrics.get("thresholds", {}).get("0.95", 0.95))
     alone, t2_alone = probs2, t2
-    if spec.blend is not None:
+    if blend is not None:
         y_dev = np.array([job.classes.index(x) for x in job.dev.labels])
-        dev = _blended(spec, sibling, job.dev.texts)
+        dev = _blended(blend, dev1, dev2)
         t2 = round(threshold_for(dev.max(axis=1), dev.argmax(axis=1) == y_dev, 0.95), 5)
-        probs2 = _blended(spec, sibling, job.test.texts)
+        probs2 = _blended(blend, probs1, probs2)
     c1, c2 = probs1.argmax(axis=1) == y, probs2.argmax(axis=1) == y
     tier1 = probs1.max(axis=1) >= t1
     tier2 = ~tier1 & (probs2.max(axis=1) >= t2)
@@ -209,7 +210,7 @@ def _sibling_report(
         "accuracy": round(float((alone.argmax(axis=1) == y).mean()), 5),
         "sibling_at_its_0.95_threshold": _selective(probs1, c1, t1),
         "tier2_at_its_0.95_threshold": _selective(alone, alone.argmax(axis=1) == y, t2_alone),
-        "blended": spec.blend is not None,
+        "blended": blend is not None,
         "blended_accuracy": round(float(c2.mean()), 5),
         "cascade": {
             "thresholds": [t1, t2],
@@ -297,18 +298,18 @@ def build_encoder(
     }
     _write_manifest(out, manifest)
     spec = EncoderSpecialist(out)
-    sibling = Specialist(sibling_dir) if sibling_dir is not None and (sibling_dir / MANIFEST_FILE).is_file() else None
-    if sibling is not None:
-        # the blend with the sibling: fitted on dev (the rows the build already calibrates on)
-        w_sib, w_self, bias = fit_blend(_aligned(sibling, job.dev.texts, job.classes),
-                                        evaluate.probabilities(spec, job.dev.texts), y_dev)
-        manifest["blend"] = Blend(sibling.name, sibling.version, w_sib, w_self, tuple(bias)).as_dict() | {
-            "fitted_on": f"the dev split ({len(job.dev)} rows): negative log-likelihood of the blended answer"}
-        _write_manifest(out, manifest)
-        spec = EncoderSpecialist(out)
     y = np.array([job.classes.index(x) for x in job.test.labels])
     probs = evaluate.probabilities(spec, job.test.texts)
     dev_probs = evaluate.probabilities(spec, job.dev.texts)
+    sibling = Specialist(sibling_dir) if sibling_dir is not None and (sibling_dir / MANIFEST_FILE).is_file() else None
+    if sibling is not None:
+        # the blend with the sibling: fitted on dev (the rows the build already calibrates on)
+        sibling_dev = _aligned(sibling, job.dev.texts, job.classes)
+        w_sib, w_self, bias = fit_blend(sibling_dev, dev_probs, y_dev)
+        manifest["blend"] = Blend(sibling.name, sibling.version, w_sib, w_self, tuple(bias)).as_dict() | {
+            "fitted_on": f"the dev split ({len(job.dev)} rows): negative log-likelihood of the blended answer"}
+        _write_manifest(out, manifest)
+        spec = EncoderSpecialist(out)  # loaded back: the written blend is the one reported
     metrics = evaluate.quality(spec.classes, probs, job.test.labels, dev_probs, job.dev.labels)
     single = [spec.predict_one(t) for t in job.test.texts[:300]]
     agree = float(np.mean([s.label == job.classes[int(r.argmax())] for s, r in zip(single, probs)]))
@@ -338,7 +339,8 @@ def build_encoder(
         "off_domain": {k: evaluate.offdomain(spec, v, threshold) for k, v in sorted(job.offdomain.items())},
     }
     if sibling is not None:
-        metrics["vs_sibling"] = _sibling_report(job, spec, sibling, probs, threshold, y)
+        metrics["vs_sibling"] = _sibling_report(job, spec.blend, sibling, _aligned(sibling, job.test.texts, job.classes),
+                                                probs, sibling_dev, dev_probs, threshold, y)
     manifest["metrics"] = metrics
     manifest["source"] = job.source
     import tokenizers

@@ -151,32 +151,40 @@ def _model(base_dir: Path, n_classes: int, dropout: float, base: str = "all-Mini
             self.dropout = torch.nn.Dropout(dropout)
             self.head = torch.nn.Linear(self.encoder.config.hidden_size, n_classes)
 
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+        def pool(self, input_ids: Any, attention_mask: Any) -> Any:
+            """Mean-pooled encoder output: what the head sees (before dropout)."""
             hidden = self.encoder(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 token_type_ids=torch.zeros_like(input_ids),
             ).last_hidden_state
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-            return self.head(self.dropout(pooled))
+            return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.head(self.dropout(self.pool(input_ids, attention_mask)))
 
     return Classifier()
 
 
-def logits_of(model: Any, rows: list[list[int]], batch_size: int = 64) -> F32:
-    """Logits of the torch model (eval mode), batches sorted by length."""
+def _batched(model: Any, fn: Any, width: int, rows: list[list[int]], batch_size: int) -> F32:
+    """`fn(ids, mask)` of the torch model (eval mode) over `rows`, batches sorted by length."""
     import torch
 
     model.eval()
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    out = np.zeros((len(rows), model.head.out_features), dtype=np.float32)
+    out = np.zeros((len(rows), width), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids, mask = pad([rows[i] for i in idx])
-            out[idx] = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+            out[idx] = fn(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     return out
+
+
+def logits_of(model: Any, rows: list[list[int]], batch_size: int = 64) -> F32:
+    """Logits of the torch model (eval mode), batches sorted by length."""
+    return _batched(model, model, model.head.out_features, rows, batch_size)
 
 
 def finetune(
@@ -261,21 +269,7 @@ def finetune(
 
 def _embeddings(model: Any, rows: list[list[int]], batch_size: int = 64) -> F32:
     """Mean-pooled encoder output (what the head sees, before dropout), batches sorted by length."""
-    import torch
-
-    model.eval()
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    out = np.zeros((len(rows), model.head.in_features), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            ids, mask = pad([rows[i] for i in idx])
-            t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
-            hidden = model.encoder(input_ids=t_ids, attention_mask=t_mask,
-                                   token_type_ids=torch.zeros_like(t_ids)).last_hidden_state
-            m = t_mask.unsqueeze(-1).to(hidden.dtype)
-            out[idx] = ((hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)).numpy()
-    return out
+    return _batched(model, model.pool, model.head.in_features, rows, batch_size)
 
 
 def frozen_head(
@@ -306,13 +300,14 @@ def frozen_head(
     log(f"  embedded {len(x_train)} + {len(x_dev)} texts in {embedded:.0f} s", flush=True)
     y_train = np.array([index[y] for y in train[1]])
     head = LogisticRegression(C=config.head_c, max_iter=3000, random_state=config.seed).fit(x_train, y_train)
-    order = [list(head.classes_).index(i) for i in range(len(classes))]  # every class is in train
+    if list(head.classes_) != list(range(len(classes))) or len(classes) < 3:  # rows = classes in order
+        raise ValueError("a frozen head needs every class (at least 3) in the train split")
     with torch.no_grad():
-        model.head.weight.copy_(torch.from_numpy(head.coef_[order].astype(np.float32)))
-        model.head.bias.copy_(torch.from_numpy(head.intercept_[order].astype(np.float32)))
+        model.head.weight.copy_(torch.from_numpy(head.coef_.astype(np.float32)))
+        model.head.bias.copy_(torch.from_numpy(head.intercept_.astype(np.float32)))
     model.eval()
     y_dev = np.array([index[y] for y in dev[1]])
-    dev_acc = float((logits_of(model, encode(tok, dev[0])).argmax(axis=1) == y_dev).mean())
+    dev_acc = float((head.predict(x_dev) == y_dev).mean())  # the same linear map as model.head
     log(f"  frozen encoder + head: dev accuracy {dev_acc:.4f}", flush=True)
     return model, {
         "epochs": [],
